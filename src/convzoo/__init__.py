@@ -1,0 +1,39 @@
+"""convzoo: the convolutional networks of the lectures, faithful to their papers, with the tools to study them."""
+
+from convzoo.analysis import count_macs, count_params, summary
+from convzoo.factory import create_model
+from convzoo.models.base import ConvNet, FeatureExtractor, FeatureInfo
+from convzoo.registry import ModelCard, Paper, Reported, get_model_card, list_models, register_model
+from convzoo.weights import (
+    WeightsError,
+    list_weights,
+    load_weights,
+    read_state_dict,
+    register_weights,
+    save_weights,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvNet",
+    "FeatureExtractor",
+    "FeatureInfo",
+    "ModelCard",
+    "Paper",
+    "Reported",
+    "WeightsError",
+    "__version__",
+    "count_macs",
+    "count_params",
+    "create_model",
+    "get_model_card",
+    "list_models",
+    "list_weights",
+    "load_weights",
+    "read_state_dict",
+    "register_model",
+    "register_weights",
+    "save_weights",
+    "summary",
+]

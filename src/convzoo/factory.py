@@ -1,0 +1,81 @@
+"""`create_model`: registered name in, ready network out."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch.nn as nn
+
+from convzoo.models.base import FeatureExtractor
+from convzoo.registry import get_builder, get_model_card
+from convzoo.weights import WeightsError, classifier_prefix, load_weights, read_state_dict, resolve_weights
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int = 3,
+    weights: str | os.PathLike[str] | None = None,
+    features_only: bool = False,
+    out_indices: int | Sequence[int] | None = None,
+    **arch_overrides: Any,
+) -> nn.Module:
+    """Build a registered network.
+
+    Args:
+        name: A registered name (see ``list_models()``).
+        num_classes: Classifier outputs; None means the model card's default (1000 for ImageNet networks, 10 for
+            CIFAR-10 ones); 0 builds the network without a classifier.
+        in_chans: Input image channels.
+        weights: A weights file (safetensors or PyTorch checkpoint), an http(s)/file URL, or a registered weights
+            name. A checkpoint whose classifier has another number of classes loads everything but the classifier.
+        features_only: Return a `FeatureExtractor` that outputs the feature maps at ``out_indices``.
+        out_indices: Which ``feature_info`` tap points a feature extractor returns (default: all).
+        **arch_overrides: Architecture settings of the model's family, e.g. ``zero_init_residual=True``,
+            ``shortcut="B"`` or ``depth=110``; an unknown key raises a TypeError listing the accepted ones.
+
+    Raises:
+        KeyError: Unknown model name (the message lists the closest names).
+        TypeError: Unknown keyword.
+        ValueError: An impossible configuration.
+    """
+    card = get_model_card(name)
+    if num_classes is None:
+        num_classes = card.num_classes
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"{name}: num_classes must be a non-negative int; got {num_classes!r}")
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"{name}: in_chans must be a positive int; got {in_chans!r}")
+    if out_indices is not None and not features_only:
+        raise TypeError(f"{name}: out_indices only applies with features_only=True")
+    model = get_builder(name)(num_classes=num_classes, in_chans=in_chans, **arch_overrides)
+    model.model_name = name
+    model.card = card
+    if weights is not None:
+        _load_pretrained(model, weights, name)
+    if features_only:
+        return FeatureExtractor(model, out_indices)
+    return model
+
+
+def _load_pretrained(model: nn.Module, weights: str | os.PathLike[str], name: str) -> None:
+    state = read_state_dict(resolve_weights(weights, name))
+    head = classifier_prefix(model)
+    own = model.state_dict()
+    head_differs = head is not None and any(
+        k.startswith(head + ".") and (k not in own or own[k].shape != v.shape) for k, v in state.items()
+    )
+    try:
+        load_weights(model, state, skip_classifier=head_differs)
+    except WeightsError as e:
+        raise WeightsError(f"{e}\n  (loading {os.fspath(weights)!r} into {name})") from None
+    if head_differs:
+        warnings.warn(
+            f"{name}: the checkpoint's classifier has another number of classes; it was left out and the "
+            f"{model.num_classes}-class classifier keeps its fresh initialisation",
+            stacklevel=3,
+        )

@@ -1,0 +1,193 @@
+"""Model registry: names, model cards and the builders behind `create_model`.
+
+Every network is registered under one lower_snake name together with a `ModelCard` that says where it comes from
+(paper, year, venue), what it expects (input size, normalisation, number of classes) and what its paper reported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn as nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A publication a model comes from."""
+
+    authors: str
+    title: str
+    year: int
+    venue: str
+    url: str = ""
+
+    def cite(self) -> str:
+        """One-line citation: authors, title, venue and year."""
+        return f"{self.authors}. {self.title}. {self.venue} {self.year}."
+
+
+@dataclass(frozen=True)
+class Reported:
+    """A result the paper reports for this network.
+
+    Attributes:
+        dataset: Data set the number was measured on, e.g. ``"ImageNet"`` or ``"CIFAR-10"``.
+        metric: What the number is, e.g. ``"top-1 error"``.
+        value: The number, in percent for errors and accuracies.
+        source: Where in the paper it stands, e.g. ``"Table 3"``.
+        note: Evaluation protocol details (crops, test size).
+    """
+
+    dataset: str
+    metric: str
+    value: float
+    source: str
+    note: str = ""
+
+    def __str__(self) -> str:
+        note = f", {self.note}" if self.note else ""
+        return f"{self.dataset} {self.metric} {self.value:g}% ({self.source}{note})"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a registered model is, what it expects, and what its paper reported."""
+
+    name: str
+    family: str
+    paper: Paper
+    input_size: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    reported: tuple[Reported, ...] = ()
+    notes: str = ""
+
+    @property
+    def dataset(self) -> str:
+        """The data set the default head is sized for."""
+        return "ImageNet" if self.num_classes == 1000 else f"{self.num_classes}-class"
+
+    def top1_accuracy(self) -> float | None:
+        """The paper's top-1 accuracy (100 - top-1 error) on its main data set, if it reported one."""
+        for result in self.reported:
+            if result.metric == "top-1 error":
+                return 100.0 - result.value
+            if result.metric == "top-1 accuracy":
+                return result.value
+        return None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    card: ModelCard
+    builder: Callable[..., nn.Module]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_model(card: ModelCard, builder: Callable[..., nn.Module]) -> None:
+    """Register a model builder under ``card.name``.
+
+    Args:
+        card: The model card; its ``name`` is the registered name.
+        builder: Called as ``builder(num_classes=..., in_chans=..., **arch_overrides)``; returns the model.
+
+    Raises:
+        ValueError: If the name is already registered.
+    """
+    if card.name in _REGISTRY:
+        raise ValueError(f"model name {card.name!r} is already registered (family {_REGISTRY[card.name].card.family})")
+    _REGISTRY[card.name] = _Entry(card, builder)
+
+
+def _ensure_loaded() -> None:
+    # Importing the models package runs every family's registrations.
+    import convzoo.models  # noqa: F401
+
+
+def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style pattern, sorted.
+
+    Args:
+        pattern: fnmatch pattern such as ``"resnet*"``; a list of patterns is also accepted.
+        family: Only models of this family (``"resnet"``, ...).
+    """
+    _ensure_loaded()
+    patterns: Sequence[str] = [pattern] if isinstance(pattern, str) else list(pattern)
+    names = [
+        n
+        for n, e in _REGISTRY.items()
+        if any(fnmatch.fnmatchcase(n, p) for p in patterns) and (family is None or e.card.family == family)
+    ]
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str) -> list[Any]:
+    # resnet20 < resnet110 < resnet1202, not lexicographic.
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _lookup(name: str) -> _Entry:
+    _ensure_loaded()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see convzoo.list_models() or `convzoo models`"
+    raise KeyError(f"unknown model name {name!r}{hint}")
+
+
+def get_model_card(name: str) -> ModelCard:
+    """The model card of a registered name.
+
+    Raises:
+        KeyError: For an unknown name, listing the closest registered names.
+    """
+    return _lookup(name).card
+
+
+def get_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder function of a registered name."""
+    return _lookup(name).builder
+
+
+def check_overrides(model_name: str, overrides: dict[str, Any], accepted: Sequence[str]) -> None:
+    """Raise a TypeError naming the model and the accepted keys if ``overrides`` holds an unknown keyword."""
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TypeError(
+            f"{model_name} got unexpected keyword argument(s) {', '.join(hints)}; "
+            f"accepted keys: num_classes, in_chans, weights, features_only, out_indices, {', '.join(sorted(accepted))}"
+        )
+
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelCard",
+    "Paper",
+    "Reported",
+    "check_overrides",
+    "get_builder",
+    "get_model_card",
+    "list_models",
+    "register_model",
+]
