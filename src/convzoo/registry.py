@@ -87,6 +87,38 @@ class ModelCard:
         return None
 
 
+IMAGENET_DEFAULTS: dict[str, Any] = {
+    "input_size": (3, 224, 224),
+    "num_classes": 1000,
+    "mean": IMAGENET_MEAN,
+    "std": IMAGENET_STD,
+}
+CIFAR10_DEFAULTS: dict[str, Any] = {
+    "input_size": (3, 32, 32),
+    "num_classes": 10,
+    "mean": CIFAR10_MEAN,
+    "std": CIFAR10_STD,
+}
+
+
+def imagenet_error(top1: float, top5: float | None, source: str, note: str = "10-crop testing") -> tuple[Reported, ...]:
+    """Reported ImageNet top-1 (and top-5) error of a paper's table."""
+    out = [Reported("ImageNet", "top-1 error", top1, source, note)]
+    if top5 is not None:
+        out.append(Reported("ImageNet", "top-5 error", top5, source, note))
+    return tuple(out)
+
+
+def cifar_error(c10: float | None, c100: float | None, source: str, note: str = "") -> tuple[Reported, ...]:
+    """Reported CIFAR-10 (and CIFAR-100) test error of a paper's table."""
+    out = []
+    if c10 is not None:
+        out.append(Reported("CIFAR-10", "top-1 error", c10, source, note))
+    if c100 is not None:
+        out.append(Reported("CIFAR-100", "top-1 error", c100, source, note))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class _Entry:
     card: ModelCard
@@ -178,16 +210,20 @@ def check_overrides(model_name: str, overrides: dict[str, Any], accepted: Sequen
 
 
 __all__ = [
+    "CIFAR10_DEFAULTS",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "IMAGENET_DEFAULTS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ModelCard",
     "Paper",
     "Reported",
     "check_overrides",
+    "cifar_error",
     "get_builder",
     "get_model_card",
+    "imagenet_error",
     "list_models",
     "register_model",
 ]

@@ -143,7 +143,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                 f"{path} holds Python objects other than tensors and plain containers; refusing to unpickle it. "
                 f"Re-save only the state_dict (torch.save(model.state_dict(), path)) or use safetensors. ({e})"
             ) from e
-        except (RuntimeError, EOFError, ValueError) as e:
+        except Exception as e:  # a damaged file can fail anywhere inside the unpickler
             raise WeightsError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e
     return _unwrap(obj, path)
 

@@ -27,14 +27,14 @@ from convzoo.layers import SqueezeExcite, conv1x1, conv3x3, make_shortcut
 from convzoo.layers.shortcuts import SHORTCUT_OPTIONS
 from convzoo.models.base import ConvNet, FeatureInfo
 from convzoo.registry import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    CIFAR10_DEFAULTS,
+    IMAGENET_DEFAULTS,
     ModelCard,
     Paper,
     Reported,
     check_overrides,
+    cifar_error,
+    imagenet_error,
     register_model,
 )
 
@@ -105,6 +105,15 @@ class ResNetConfig:
             fail(f"basic blocks support only groups=1 and base_width=64; got {self.groups} and {self.base_width}")
         if not 0.0 <= self.drop_rate < 1.0 or not 0.0 <= self.block_drop_rate < 1.0:
             fail("drop_rate and block_drop_rate must lie in [0, 1)")
+        if self.block == "bottleneck":
+            # ResNeXt's "C x d": each of the `groups` paths is d = planes * base_width / 64 channels wide, so the
+            # grouped width always divides; it must not round down to zero.
+            narrowest = min(self.planes) * self.widen_factor * self.base_width // 64
+            if narrowest < 1:
+                fail(
+                    f"base_width={self.base_width} leaves the {min(self.planes)}-plane stage with "
+                    f"{min(self.planes)} * {self.base_width} / 64 < 1 channel per group; raise base_width"
+                )
         if self.se_reduction < 0:
             fail(f"se_reduction must be 0 (off) or a positive ratio; got {self.se_reduction}")
         if self.shortcut == "A":
@@ -478,29 +487,11 @@ _SENET = Paper(
     "Jie Hu, Li Shen, Gang Sun", "Squeeze-and-Excitation Networks", 2018, "CVPR", "https://arxiv.org/abs/1709.01507"
 )
 
-_IMAGENET = {"input_size": (3, 224, 224), "num_classes": 1000, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-_CIFAR = {"input_size": (3, 32, 32), "num_classes": 10, "mean": CIFAR10_MEAN, "std": CIFAR10_STD}
 
 _CIFAR_BASE = ResNetConfig(
     block="basic", planes=(16, 32, 64), stem="cifar", stem_width=16, shortcut="A", depth_rule="cifar"
 )
 _VARIANTS: dict[str, tuple[ResNetConfig, Paper, dict[str, Any], tuple[Reported, ...], str]] = {}
-
-
-def _imagenet_err(top1: float, top5: float | None, source: str, note: str = "10-crop testing") -> tuple[Reported, ...]:
-    out = [Reported("ImageNet", "top-1 error", top1, source, note)]
-    if top5 is not None:
-        out.append(Reported("ImageNet", "top-5 error", top5, source, note))
-    return tuple(out)
-
-
-def _cifar_err(c10: float | None, c100: float | None, source: str, note: str = "") -> tuple[Reported, ...]:
-    out = []
-    if c10 is not None:
-        out.append(Reported("CIFAR-10", "top-1 error", c10, source, note))
-    if c100 is not None:
-        out.append(Reported("CIFAR-100", "top-1 error", c100, source, note))
-    return tuple(out)
 
 
 def _variant(
@@ -526,20 +517,20 @@ def _cifar_cfg(depth: int, **kw: Any) -> ResNetConfig:
 
 # He et al. 2016: ImageNet (Table 2 for 18 layers; Table 3, 10-crop, for the others; ResNet-34 with option B).
 _RESNET_IMAGENET = {
-    18: _imagenet_err(27.88, None, "Table 2"),
-    34: _imagenet_err(24.52, 7.46, "Table 3", "10-crop testing, option B"),
-    50: _imagenet_err(22.85, 6.71, "Table 3"),
-    101: _imagenet_err(21.75, 6.05, "Table 3"),
-    152: _imagenet_err(21.43, 5.71, "Table 3"),
+    18: imagenet_error(27.88, None, "Table 2"),
+    34: imagenet_error(24.52, 7.46, "Table 3", "10-crop testing, option B"),
+    50: imagenet_error(22.85, 6.71, "Table 3"),
+    101: imagenet_error(21.75, 6.05, "Table 3"),
+    152: imagenet_error(21.43, 5.71, "Table 3"),
 }
-_PLAIN_IMAGENET = {18: _imagenet_err(27.94, None, "Table 2"), 34: _imagenet_err(28.54, None, "Table 2")}
+_PLAIN_IMAGENET = {18: imagenet_error(27.94, None, "Table 2"), 34: imagenet_error(28.54, None, "Table 2")}
 for _d, _rep in _RESNET_IMAGENET.items():
-    _variant(f"resnet{_d}", _imagenet_cfg(_d), _HE_2016, _IMAGENET, _rep)
+    _variant(f"resnet{_d}", _imagenet_cfg(_d), _HE_2016, IMAGENET_DEFAULTS, _rep)
     _variant(
         f"plain{_d}",
         _imagenet_cfg(_d, shortcut=None),
         _HE_2016,
-        _IMAGENET,
+        IMAGENET_DEFAULTS,
         _PLAIN_IMAGENET.get(_d, ()),
         "ResNet twin without shortcuts (section 4.1, plain networks)",
     )
@@ -548,12 +539,12 @@ for _d, _rep in _RESNET_IMAGENET.items():
 _RESNET_CIFAR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 for _d, _err in _RESNET_CIFAR.items():
     _note = "best of 5 runs; mean 6.61 +- 0.16" if _d == 110 else ""
-    _variant(f"resnet{_d}", _cifar_cfg(_d), _HE_2016, _CIFAR, _cifar_err(_err, None, "Table 6", _note))
+    _variant(f"resnet{_d}", _cifar_cfg(_d), _HE_2016, CIFAR10_DEFAULTS, cifar_error(_err, None, "Table 6", _note))
     _variant(
         f"plain{_d}",
         _cifar_cfg(_d, shortcut=None),
         _HE_2016,
-        _CIFAR,
+        CIFAR10_DEFAULTS,
         (),
         "ResNet twin without shortcuts; the paper plots its error (Figure 6) but tabulates none"
         + (
@@ -565,37 +556,34 @@ for _d, _err in _RESNET_CIFAR.items():
 
 # He et al. 2016 ("Identity Mappings"): pre-activation. ImageNet numbers are single 320x320 crops (Table 5);
 # CIFAR ones from Table 3 (medians of 5 runs).
-_variant("preact_resnet18", _imagenet_cfg(18, preact=True), _HE_2016_ID, _IMAGENET)
-_variant("preact_resnet34", _imagenet_cfg(34, preact=True), _HE_2016_ID, _IMAGENET)
-_variant("preact_resnet50", _imagenet_cfg(50, preact=True), _HE_2016_ID, _IMAGENET)
-_variant("preact_resnet101", _imagenet_cfg(101, preact=True), _HE_2016_ID, _IMAGENET)
-_variant(
-    "preact_resnet152",
-    _imagenet_cfg(152, preact=True),
-    _HE_2016_ID,
-    _IMAGENET,
-    _imagenet_err(21.1, 5.5, "Table 5", "single 320x320 crop"),
-)
+for _d in (18, 34, 50, 101, 152):
+    _variant(
+        f"preact_resnet{_d}",
+        _imagenet_cfg(_d, preact=True),
+        _HE_2016_ID,
+        IMAGENET_DEFAULTS,
+        imagenet_error(21.1, 5.5, "Table 5", "single 320x320 crop") if _d == 152 else (),
+    )
 _variant(
     "preact_resnet110",
     _cifar_cfg(110, preact=True, shortcut="B"),
     _HE_2016_ID,
-    _CIFAR,
-    _cifar_err(6.37, None, "Table 3"),
+    CIFAR10_DEFAULTS,
+    cifar_error(6.37, None, "Table 3"),
 )
 _variant(
     "preact_resnet164",
     _cifar_cfg(164, preact=True, shortcut="B", block="bottleneck"),
     _HE_2016_ID,
-    _CIFAR,
-    _cifar_err(5.46, 24.33, "Table 3"),
+    CIFAR10_DEFAULTS,
+    cifar_error(5.46, 24.33, "Table 3"),
 )
 _variant(
     "preact_resnet1001",
     _cifar_cfg(1001, preact=True, shortcut="B", block="bottleneck"),
     _HE_2016_ID,
-    _CIFAR,
-    _cifar_err(4.92, 22.71, "Table 3", "4.62 with mini-batch 64, Table 4"),
+    CIFAR10_DEFAULTS,
+    cifar_error(4.92, 22.71, "Table 3", "4.62 with mini-batch 64, Table 4"),
 )
 
 # Zagoruyko and Komodakis 2016: WRN-d-k on CIFAR (Table 5, mean/std preprocessing; Table 4 uses ZCA whitening and
@@ -612,21 +600,21 @@ for (_d, _k), (_c10, _c100) in _WRN_CIFAR.items():
         f"wrn{_d}_{_k}",
         dataclasses.replace(_base, **layers_for_depth(_base, _d, f"wrn{_d}_{_k}")),
         _WRN,
-        _CIFAR,
-        _cifar_err(_c10, _c100, "Table 5", "without dropout; use block_drop_rate=0.3 for the dropout runs"),
+        CIFAR10_DEFAULTS,
+        cifar_error(_c10, _c100, "Table 5", "without dropout; use block_drop_rate=0.3 for the dropout runs"),
     )
 _variant(
     "wide_resnet50_2",
     _imagenet_cfg(50, base_width=128),
     _WRN,
-    _IMAGENET,
-    _imagenet_err(21.9, 6.03, "Table 8", "WRN-50-2-bottleneck, single crop"),
+    IMAGENET_DEFAULTS,
+    imagenet_error(21.9, 6.03, "Table 8", "WRN-50-2-bottleneck, single crop"),
 )
 _variant(
     "wide_resnet101_2",
     _imagenet_cfg(101, base_width=128),
     _WRN,
-    _IMAGENET,
+    IMAGENET_DEFAULTS,
     (),
     "the paper reports no ImageNet result for this depth",
 )
@@ -636,21 +624,21 @@ _variant(
     "resnext50_32x4d",
     _imagenet_cfg(50, groups=32, base_width=4),
     _RESNEXT,
-    _IMAGENET,
-    _imagenet_err(22.2, None, "Table 3", "single 224x224 crop"),
+    IMAGENET_DEFAULTS,
+    imagenet_error(22.2, None, "Table 3", "single 224x224 crop"),
 )
 _variant(
     "resnext101_32x4d",
     _imagenet_cfg(101, groups=32, base_width=4),
     _RESNEXT,
-    _IMAGENET,
-    _imagenet_err(21.2, 5.6, "Table 4", "single 224x224 crop"),
+    IMAGENET_DEFAULTS,
+    imagenet_error(21.2, 5.6, "Table 4", "single 224x224 crop"),
 )
 _variant(
     "resnext101_32x8d",
     _imagenet_cfg(101, groups=32, base_width=8),
     _RESNEXT,
-    _IMAGENET,
+    IMAGENET_DEFAULTS,
     (),
     "the 32x8d width is not tabulated in the paper",
 )
@@ -658,8 +646,8 @@ _variant(
     "resnext101_64x4d",
     _imagenet_cfg(101, groups=64, base_width=4),
     _RESNEXT,
-    _IMAGENET,
-    _imagenet_err(20.4, 5.3, "Table 4", "single 224x224 crop"),
+    IMAGENET_DEFAULTS,
+    imagenet_error(20.4, 5.3, "Table 4", "single 224x224 crop"),
 )
 _RESNEXT_CIFAR = dataclasses.replace(
     _CIFAR_BASE, block="bottleneck", planes=(64, 128, 256), stem_width=64, shortcut="B"
@@ -670,33 +658,33 @@ for _card, (_c10, _c100) in {8: (3.65, 17.77), 16: (3.58, 17.31)}.items():
         f"resnext29_{_card}x64d",
         dataclasses.replace(_base, **layers_for_depth(_base, 29, "resnext29")),
         _RESNEXT,
-        _CIFAR,
-        _cifar_err(_c10, _c100, "Table 7"),
+        CIFAR10_DEFAULTS,
+        cifar_error(_c10, _c100, "Table 7"),
     )
 
 # Hu et al. 2018: SE blocks with r = 16 (Table 2, single 224x224 crop). The paper has no SE-ResNet-18/34 rows.
 _SE_IMAGENET = {
     18: (),
     34: (),
-    50: _imagenet_err(23.29, 6.62, "Table 2", "single 224x224 crop"),
-    101: _imagenet_err(22.38, 6.07, "Table 2", "single 224x224 crop"),
-    152: _imagenet_err(21.57, 5.73, "Table 2", "single 224x224 crop"),
+    50: imagenet_error(23.29, 6.62, "Table 2", "single 224x224 crop"),
+    101: imagenet_error(22.38, 6.07, "Table 2", "single 224x224 crop"),
+    152: imagenet_error(21.57, 5.73, "Table 2", "single 224x224 crop"),
 }
 for _d, _rep in _SE_IMAGENET.items():
-    _variant(f"se_resnet{_d}", _imagenet_cfg(_d, se_reduction=16), _SENET, _IMAGENET, _rep)
+    _variant(f"se_resnet{_d}", _imagenet_cfg(_d, se_reduction=16), _SENET, IMAGENET_DEFAULTS, _rep)
 _variant(
     "se_resnext50_32x4d",
     _imagenet_cfg(50, groups=32, base_width=4, se_reduction=16),
     _SENET,
-    _IMAGENET,
-    _imagenet_err(21.10, 5.49, "Table 2", "single 224x224 crop"),
+    IMAGENET_DEFAULTS,
+    imagenet_error(21.10, 5.49, "Table 2", "single 224x224 crop"),
 )
 _variant(
     "se_resnext101_32x4d",
     _imagenet_cfg(101, groups=32, base_width=4, se_reduction=16),
     _SENET,
-    _IMAGENET,
-    _imagenet_err(20.70, 5.01, "Table 2", "single 224x224 crop"),
+    IMAGENET_DEFAULTS,
+    imagenet_error(20.70, 5.01, "Table 2", "single 224x224 crop"),
 )
 
 _ACCEPTED = [f.name for f in dataclasses.fields(ResNetConfig) if f.name != "depth_rule"] + ["depth"]
