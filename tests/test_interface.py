@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 import convzoo
-from convzoo.models.base import ConvNet, FeatureExtractor
+from convzoo.models.base import AuxOutputs, ConvNet, FeatureExtractor, classification_loss, main_logits
 
 ALL_MODELS = convzoo.list_models()
 # The degradation lesson taken to its end: without shortcuts, batch norm's gradient growth compounds over 1,200
@@ -60,10 +60,15 @@ def test_trains_one_step(model):
     model.train()
     x = small_input(model).requires_grad_(True)
     target = torch.tensor([1, 4])
+    torch.manual_seed(1)  # every forward below draws the same dropout and drop-path masks
     out = model(x)
-    assert out.shape == (2, 7)
-    assert torch.isfinite(out).all()
-    loss = nn.functional.cross_entropy(out, target)
+    assert main_logits(out).shape == (2, 7)
+    if isinstance(out, AuxOutputs):
+        assert all(a.shape == (2, 7) for a in out.aux_logits) and len(out.aux_weights) == len(out.aux_logits)
+    assert all(
+        torch.isfinite(t).all() for t in ([out] if isinstance(out, torch.Tensor) else [out.logits, *out.aux_logits])
+    )
+    loss = classification_loss(out, target)
     model.zero_grad()
     loss.backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -78,7 +83,8 @@ def test_trains_one_step(model):
         for lr in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-8):
             for p in params:
                 p.sub_(lr * p.grad)
-            losses.append(nn.functional.cross_entropy(model(x), target).item())
+            torch.manual_seed(1)
+            losses.append(classification_loss(model(x), target).item())
             for p, s in zip(params, saved):
                 p.copy_(s)
             if losses[-1] < loss.item():
@@ -97,7 +103,7 @@ def test_interface(model):
         assert torch.allclose(logits, model(x), atol=1e-5)
         pre = model.forward_head(features, pre_logits=True)
         assert pre.shape == (2, model.num_features)
-    assert model.get_classifier().out_features == 7
+    assert model.num_classes == 7
 
 
 def test_eval_is_deterministic_and_train_updates_norm_stats(model):

@@ -18,7 +18,9 @@ def test_list_models_patterns():
         "wrn28_10",
         "wrn40_4",
     ]
-    assert convzoo.list_models(family="resnet") == convzoo.list_models()  # one family registered so far
+    resnets = convzoo.list_models(family="resnet")
+    assert "resnet50" in resnets and "wrn28_10" in resnets
+    assert all(convzoo.get_model_card(n).family == "resnet" for n in resnets)
     assert convzoo.list_models("nothing*") == []
 
 

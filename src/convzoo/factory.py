@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch.nn as nn
 
 from convzoo.models.base import FeatureExtractor
 from convzoo.registry import get_builder, get_model_card
-from convzoo.weights import WeightsError, classifier_prefix, load_weights, read_state_dict, resolve_weights
+from convzoo.weights import WeightsError, load_weights
 
 
 def create_model(
@@ -63,19 +62,7 @@ def create_model(
 
 
 def _load_pretrained(model: nn.Module, weights: str | os.PathLike[str], name: str) -> None:
-    state = read_state_dict(resolve_weights(weights, name))
-    head = classifier_prefix(model)
-    own = model.state_dict()
-    head_differs = head is not None and any(
-        k.startswith(head + ".") and (k not in own or own[k].shape != v.shape) for k, v in state.items()
-    )
     try:
-        load_weights(model, state, skip_classifier=head_differs)
+        load_weights(model, weights, skip_classifier="auto")
     except WeightsError as e:
         raise WeightsError(f"{e}\n  (loading {os.fspath(weights)!r} into {name})") from None
-    if head_differs:
-        warnings.warn(
-            f"{name}: the checkpoint's classifier has another number of classes; it was left out and the "
-            f"{model.num_classes}-class classifier keeps its fresh initialisation",
-            stacklevel=3,
-        )

@@ -179,7 +179,7 @@ def load_weights(
     source: str | os.PathLike[str] | Mapping[str, torch.Tensor],
     *,
     strict: bool = True,
-    skip_classifier: bool = False,
+    skip_classifier: bool | str = False,
 ) -> nn.Module:
     """Load weights into ``model`` in place and return it.
 
@@ -187,7 +187,8 @@ def load_weights(
         model: The network.
         source: A state_dict, a file path, a URL or a registered weights name.
         strict: Require every key to match in name and shape.
-        skip_classifier: Leave the model's classifier as it is (for a checkpoint trained on other classes).
+        skip_classifier: Leave the model's classifier as it is (for a checkpoint trained on other classes);
+            ``"auto"`` does so, with a warning, only when the checkpoint's classifier has another shape.
 
     Raises:
         WeightsError: Listing all missing, unexpected and wrongly shaped keys at once.
@@ -199,8 +200,22 @@ def load_weights(
         path = resolve_weights(source, getattr(model, "model_name", None))
         state = read_state_dict(path)
         origin = os.fspath(path)
+    # A family whose module names differ from a peer's (torchvision's, say) translates the peer's keys here.
+    remap = getattr(model, "remap_state_dict", None)
+    if remap is not None:
+        state = remap(state)
     own = model.state_dict()
     head = classifier_prefix(model) if skip_classifier else None
+    if head is not None and skip_classifier == "auto":
+        differs = any(k.startswith(head + ".") and (k not in own or own[k].shape != v.shape) for k, v in state.items())
+        if differs:
+            warnings.warn(
+                f"{getattr(model, 'model_name', type(model).__name__)}: the checkpoint's classifier has another "
+                f"number of classes; it was left out and the model's classifier keeps its fresh initialisation",
+                stacklevel=3,
+            )
+        else:
+            head = None
     if head is not None:
         state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
         own = {k: v for k, v in own.items() if not k.startswith(head + ".")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -27,6 +28,40 @@ class FeatureInfo:
     num_chs: int
     reduction: int
     module: str
+
+
+class AuxOutputs(NamedTuple):
+    """What a network with auxiliary classifiers (GoogLeNet, Inception v3) returns in training mode.
+
+    In evaluation mode such a network returns the main logits alone, like every other classifier.
+
+    Attributes:
+        logits: The main classifier's output.
+        aux_logits: The auxiliary classifiers' outputs, from the earliest tap to the latest.
+        aux_weights: The weight of each auxiliary loss in the training objective (GoogLeNet: 0.3 each).
+    """
+
+    logits: torch.Tensor
+    aux_logits: tuple[torch.Tensor, ...]
+    aux_weights: tuple[float, ...]
+
+
+def main_logits(output: torch.Tensor | AuxOutputs) -> torch.Tensor:
+    """The main logits of a forward pass, whether or not it also returned auxiliary outputs."""
+    return output.logits if isinstance(output, AuxOutputs) else output
+
+
+def classification_loss(
+    output: torch.Tensor | AuxOutputs, target: torch.Tensor, criterion: nn.Module | None = None
+) -> torch.Tensor:
+    """The training loss: the main loss plus the weighted auxiliary losses where the network returned them."""
+    criterion = criterion or nn.CrossEntropyLoss()
+    if not isinstance(output, AuxOutputs):
+        return criterion(output, target)
+    loss = criterion(output.logits, target)
+    for logits, weight in zip(output.aux_logits, output.aux_weights):
+        loss = loss + weight * criterion(logits, target)
+    return loss
 
 
 class _StopForward(Exception):
