@@ -1,0 +1,201 @@
+"""Per-layer analysis: receptive fields, memory, formats, comparisons and the `rf` / `compare` commands."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+import convzoo
+from convzoo.analysis import ReceptiveField, effective_receptive_field, receptive_fields
+from convzoo.analysis.compare import Timing, compare_models, plot_accuracy_vs_compute
+from convzoo.cli import main
+
+
+def stack_3x3(n: int, channels: int = 8) -> nn.Sequential:
+    return nn.Sequential(*[nn.Conv2d(channels, channels, 3, padding=1, bias=False) for _ in range(n)])
+
+
+def test_stacked_3x3_convolutions_see_like_one_large_kernel():
+    # Seeds 001/002: two 3x3 convolutions see 5x5, three see 7x7, with 27C^2 weights against 49C^2.
+    channels = 8
+    s = convzoo.summary(stack_3x3(3, channels), (channels, 32, 32))
+    assert [str(r.rf) for r in s.rows] == ["3", "5", "7"]
+    assert s.total_params == 27 * channels**2
+    seven = convzoo.summary(nn.Conv2d(channels, channels, 7, padding=3, bias=False), (channels, 32, 32))
+    assert seven.total_params == 49 * channels**2
+    assert str(seven.output_rf) == "7"
+
+
+def test_receptive_field_arithmetic():
+    rf = ReceptiveField().through((7, 7), (2, 2), (3, 3)).through((3, 3), (2, 2), (1, 1))
+    assert rf.size == (11, 11) and rf.jump == (4, 4) and rf.start == (0, 0)
+    dilated = ReceptiveField().through((3, 3), (1, 1), (2, 2), (2, 2))
+    assert dilated.size == (5, 5)
+    union = ReceptiveField((3, 3), (1, 1), (0, 0)).union(ReceptiveField((5, 5), (1, 1), (2, 2)))
+    assert union.size == (6, 6) and union.start == (1.5, 1.5)
+    assert ReceptiveField().union(ReceptiveField(is_global=True)).is_global
+
+
+def test_valid_convolution_moves_the_centre_and_asymmetric_kernels():
+    s = convzoo.summary(nn.Sequential(nn.Conv2d(1, 1, 5), nn.Conv2d(1, 1, (1, 7), padding=(0, 3))), (1, 16, 16))
+    first, second = (r.rf for r in s.rows)
+    assert first.start == (2, 2) and first.size == (5, 5)
+    assert second.size == (5, 11) and str(second) == "5x11"
+
+
+# ResNet-20: the stem 3, then 2 per conv at jump 1 (6 convs), 2 + 4x4 at jump 2 (the first conv reads at jump 1),
+# and 4 + 8x5 at jump 4: 3 + 12 + 2 + 16 + 4 + 40 + ... = 81.
+@pytest.mark.parametrize(("name", "expected"), [("resnet18", 435), ("resnet50", 427), ("resnet20", 81)])
+def test_known_network_receptive_fields(name, expected):
+    fields = receptive_fields(convzoo.create_model(name), convzoo.get_model_card(name).input_size, device="cpu")
+    last_stage = convzoo.create_model(name).feature_info[-1].module
+    assert fields[last_stage].size == (expected, expected)
+    assert fields["fc"].is_global
+
+
+def test_residual_merge_is_the_union_of_its_inputs():
+    # layer1 ends at field 43, jump 4. The projection shortcut (1x1, stride 2) keeps 43; the branch's two 3x3
+    # convolutions grow it by 8 and 16 to 67. The block's sum sees the union: 67.
+    s = convzoo.summary(convzoo.create_model("resnet18"), (3, 64, 64), depth=3)
+    rows = {r.name: r for r in s.rows}
+    assert rows["layer1"].rf.size == (43, 43) and rows["layer1"].rf.jump == (4, 4)
+    assert rows["layer2.0.downsample"].rf.size == (43, 43)
+    assert rows["layer2.0"].rf.size == rows["layer2.0.bn2"].rf.size == (67, 67)
+
+
+def test_gradient_never_leaves_the_theoretical_field():
+    model = convzoo.create_model("resnet18")
+    size = (3, 128, 128)
+    table = {r.name: r for r in convzoo.summary(model, size, depth=1).rows}
+    for layer in ("maxpool", "layer1", "layer2"):
+        erf = effective_receptive_field(model, layer, size, samples=2, batch_size=2)
+        assert erf.shape == (128, 128) and erf.max() == pytest.approx(1.0)
+        h, w = table[layer].output_shape[-2:]
+        (top, bottom), (left, right) = table[layer].rf.bounds((h // 2, w // 2))
+        inside = np.zeros_like(erf, dtype=bool)
+        inside[max(0, int(top)) : int(bottom) + 1, max(0, int(left)) : int(right) + 1] = True
+        assert (~inside).any() and erf[~inside].max() == 0.0
+        assert erf[inside].min() >= 0.0 and (erf[inside] > 0).mean() > 0.3
+    with pytest.raises(KeyError, match="no module named 'layer9'"):
+        effective_receptive_field(model, "layer9", size)
+
+
+def test_macs_agree_with_flop_counter_on_torchvision_models():
+    for name in ("resnet18", "resnext50_32x4d", "wide_resnet50_2"):
+        reference = getattr(torchvision.models, name)()
+        with FlopCounterMode(display=False) as counter:
+            reference(torch.zeros(1, 3, 64, 64))
+        assert convzoo.summary(name, (3, 64, 64), depth=1).total_macs == counter.get_total_flops() // 2
+
+
+def test_counter_gaps_are_convention_not_accident():
+    # Elementwise work (BN, ReLU, additions, SE gating, pooling) is outside the multiply-add convention: SE adds only
+    # its two 1x1 layers' multiply-adds, and a ReLU or a pooling layer adds none.
+    base = convzoo.summary("resnet18", depth=1).total_macs
+    se = convzoo.summary("se_resnet18", depth=1).total_macs
+    fc_macs = sum(n * (2 * c * (c // 16)) for n, c in ((2, 64), (2, 128), (2, 256), (2, 512)))
+    assert se - base == fc_macs
+    pool = convzoo.summary(nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.AvgPool2d(2)), (3, 8, 8))
+    assert pool.total_macs == 0
+
+
+def test_memory_totals_follow_the_stated_convention():
+    meta = convzoo.summary("resnet20", depth=1)
+    real = convzoo.summary(convzoo.create_model("resnet20"), depth=1)
+    assert meta.activation_bytes == real.activation_bytes
+    assert abs(meta.training_bytes - real.training_bytes) / real.training_bytes < 0.01
+    buffers = list(convzoo.create_model("resnet20").buffers())
+    assert meta.param_bytes == 4 * 269_722 + sum(b.numel() * b.element_size() for b in buffers)
+    # A plain conv-ReLU(in place)-conv stack: two conv outputs, the in-place ReLU adds nothing.
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3, padding=1))
+    s = convzoo.summary(net, (3, 10, 10))
+    assert s.activation_bytes == 4 * (4 * 100 + 2 * 100)
+    assert s.rows[1].activation_bytes == 4 * 400  # the row still shows the layer's output size
+
+
+def test_frozen_parameters_are_reported():
+    model = convzoo.create_model("resnet20")
+    for p in model.layer1.parameters():
+        p.requires_grad_(False)
+    s = convzoo.summary(model, depth=1)
+    layer1 = next(r for r in s.rows if r.name == "layer1")
+    assert layer1.trainable_params == 0 and layer1.params == 14_016
+    assert s.total_params - s.trainable_params == 14_016
+    assert "14,016 frozen" in str(s)
+
+
+def test_formats():
+    s = convzoo.summary("resnet20", depth=1)
+    records = list(csv.DictReader(io.StringIO(s.to_csv())))
+    assert records[0]["name"] == "conv1" and records[0]["kernel"] == "3" and records[0]["rf_size"] == "[3, 3]"
+    data = json.loads(s.to_json())
+    assert data["params"] == 269_722 and data["mult_adds"] == 40_551_040 and len(data["layers"]) == len(s.rows)
+    assert data["layers"][-1]["rf_size"] == "global"
+    markdown = s.to_markdown()
+    assert markdown.splitlines()[2].startswith("| Layer | Type |") and "| conv1 | Conv2d |" in markdown
+    with pytest.raises(ValueError, match="unknown format 'xml'"):
+        s.format("xml")
+
+
+def test_failure_names_the_layer_and_its_input():
+    net = nn.Sequential(nn.Conv2d(3, 8, 5), nn.Conv2d(8, 8, 5))
+    with pytest.raises(ValueError, match=r"failed in 1 \(Conv2d\), which got an input of shape \(1, 8, 2, 2\)"):
+        convzoo.summary(net, (3, 6, 6))
+
+
+def test_meta_summary_of_a_large_network_allocates_nothing_large():
+    code = (
+        "import resource, convzoo\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "s = convzoo.summary('wide_resnet101_2', depth=1)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(s.param_bytes, (after - before) * 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    param_bytes, grown = int(out[0]), int(out[1])
+    assert param_bytes > 480 * 2**20  # half a gigabyte of weights described...
+    assert grown < 100 * 2**20  # ...without allocating them
+
+
+def test_compare_rows_table_and_chart(tmp_path):
+    rows = compare_models(["resnet20", "resnet56", "resnet18"], timing=Timing("cpu", 2, 1, 1, 2), progress=False)
+    by_name = {r.name: r for r in rows}
+    assert by_name["resnet20"].params == 269_722 and by_name["resnet56"].macs == 125_485_696
+    assert by_name["resnet20"].top1 == pytest.approx(91.25) and by_name["resnet20"].top1_dataset == "CIFAR-10"
+    assert all(r.images_per_s > 0 and r.latency_ms > 0 for r in rows)
+    written = plot_accuracy_vs_compute(rows, tmp_path / "chart")
+    assert [p.suffix for p in written] == [".png", ".svg"] and all(p.stat().st_size > 1000 for p in written)
+    with pytest.raises(ValueError, match="none of these models has a reported top-1"):
+        plot_accuracy_vs_compute([], tmp_path / "none")
+
+
+def test_cli_summary_formats_rf_and_compare(tmp_path, capsys):
+    assert main(["summary", "resnet20", "--format", "json", "--depth", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == 269_722
+    assert main(["summary", "resnet20", "--format", "csv", "--depth", "1"]) == 0
+    assert capsys.readouterr().out.startswith("name,type,depth,output_shape")
+    out = tmp_path / "erf.png"
+    assert main(["rf", "resnet20", "--layer", "layer1", "--samples", "2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "layer layer1 (Sequential), output 16x32x32" in text
+    assert "theoretical receptive field: 15 pixels, jump 1" in text
+    assert out.is_file() and np.load(out.with_suffix(".npy")).shape == (32, 32)
+    assert main(["rf", "resnet20", "--layer", "layer7"]) == 2
+    assert "no layer named 'layer7'" in capsys.readouterr().err
+    stem = tmp_path / "cmp" / "zoo"
+    assert main(["compare", "resnet[25]*", "--out", str(stem), "--no-throughput"]) == 0
+    text = capsys.readouterr().out
+    assert "resnet56" in text and "resnet50" in text
+    assert {p.suffix for p in stem.parent.iterdir()} == {".png", ".svg", ".json"}
+    assert (
+        main(["compare", "resnet20", "--out", str(stem), "--repeats", "1", "--warmup", "0", "--batch-size", "2"]) == 0
+    )
+    assert "Throughput measured on cpu, batch 2" in capsys.readouterr().out
