@@ -176,6 +176,176 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_value(text: str):
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _train_config(args: argparse.Namespace):
+    import dataclasses
+    from pathlib import Path
+
+    from convzoo.train import TrainConfig
+    from convzoo.train.recipes import Recipe
+
+    settings: dict = {}
+    if args.config:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file {args.config} does not exist") from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"config file {args.config} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {args.config} must hold a mapping of settings")
+        settings.update(loaded)
+    config_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    recipe_fields = {f.name for f in dataclasses.fields(Recipe)} - {"name", "source"}
+    recipe_overrides = dict(settings.pop("recipe_overrides", {}) or {})
+    model_args = dict(settings.pop("model_args", {}) or {})
+    for key in list(settings):
+        if key in recipe_fields and key not in config_fields:
+            recipe_overrides[key] = settings.pop(key)
+    unknown = set(settings) - config_fields
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {sorted(unknown)} in {args.config}; accepted: training settings "
+            f"{sorted(config_fields)} and recipe settings {sorted(recipe_fields)}"
+        )
+    cli = {
+        "model": args.model,
+        "data": args.data,
+        "data_root": args.data_root,
+        "recipe": args.recipe,
+        "weights": args.weights,
+        "image_size": args.image_size,
+        "out": args.out,
+        "device": args.device,
+        "amp": args.amp,
+        "clip_grad": args.clip_grad,
+        "ema": args.ema,
+        "seed": args.seed,
+    }
+    settings.update({k: v for k, v in cli.items() if v is not None})
+    for flag in ("resume", "channels_last", "compile", "deterministic", "sync_bn", "skip_corrupt", "tensorboard"):
+        if getattr(args, flag):
+            settings[flag] = True
+    if args.no_progress:
+        settings["progress"] = False
+    for key, value in (
+        ("epochs", args.epochs),
+        ("iterations", args.iterations),
+        ("lr", args.lr),
+        ("batch_size", args.batch_size),
+        ("weight_decay", args.weight_decay),
+    ):
+        if value is not None:
+            recipe_overrides[key] = value
+    for item in args.arch or []:
+        if "=" not in item:
+            raise ValueError(f"--arch expects KEY=VALUE, e.g. --arch zero_init_residual=True; got {item!r}")
+        key, value = item.split("=", 1)
+        model_args[key] = _parse_value(value)
+    return TrainConfig(**settings, recipe_overrides=recipe_overrides, model_args=model_args)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from convzoo.train import Trainer
+
+    config = _train_config(args)
+    result = Trainer(config).run()
+    if result.stopped_early:
+        print(f"resume with: convzoo train --out {result.out} --resume (and the same settings)")
+        return 130
+    print(
+        f"done in {result.seconds:.1f} s: test accuracy {result.test_top1:.2f}% (top-5 {result.test_top5:.2f}%), "
+        f"best {result.best_top1:.2f}%; run folder {result.out}"
+    )
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from convzoo.train import RECIPES
+
+    for recipe in RECIPES.values():
+        print(f"{recipe.name}: {recipe.source}")
+        if args.verbose:
+            for key, value in recipe.as_dict().items():
+                if key not in ("name", "source"):
+                    print(f"    {key}: {value}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from convzoo.data import Augment, FastLoader, load_dataset
+    from convzoo.train import evaluate, load_trained
+
+    model, data = load_trained(args.checkpoint)
+    channels, size = data["image_size"][0], data["image_size"][-1]
+    name = args.data or data["name"]
+    _, test = load_dataset(name, root=args.data_root, image_size=size, in_chans=channels)
+    if test.num_classes != len(data["classes"]):
+        raise ValueError(
+            f"{name} has {test.num_classes} classes but the checkpoint was trained on {len(data['classes'])} "
+            f"({', '.join(data['classes'][:10])}{', ...' if len(data['classes']) > 10 else ''})"
+        )
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    loader = FastLoader(
+        test,
+        batch_size=args.batch_size,
+        shuffle=False,
+        augment=Augment(mean=tuple(data["mean"]), std=tuple(data["std"]), out_size=size),
+        device=device,
+    )
+    result = evaluate(model.to(device), loader, device=device)
+    print(
+        f"{args.checkpoint}: {name} test set, {int(result['n'])} images: top-1 accuracy {result['top1']:.2f}% "
+        f"(error {100 - result['top1']:.2f}%), top-5 accuracy {result['top5']:.2f}%, loss {result['loss']:.4f}"
+    )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image, UnidentifiedImageError
+
+    from convzoo.train import load_trained
+
+    model, data = load_trained(args.checkpoint)
+    channels, size = data["image_size"][0], data["image_size"][-1]
+    mean = torch.tensor(data["mean"]).view(-1, 1, 1)
+    std = torch.tensor(data["std"]).view(-1, 1, 1)
+    classes = data["classes"]
+    k = min(args.top_k, len(classes))
+    for path in args.images:
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+                x = pixels.view(image.height, image.width, channels).permute(2, 0, 1).float() / 255
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image {path} does not exist") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"cannot read image {path}: {e}") from None
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+        x = ((x - mean) / std)[None]
+        with torch.no_grad():
+            probs = model(x).softmax(dim=1)[0]
+        top = probs.topk(k)
+        ranked = ", ".join(f"{classes[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"{path}: {ranked}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convzoo", description="Convolutional networks of the lectures.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -215,6 +385,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.set_defaults(func=_cmd_compare)
 
+    p = sub.add_parser("train", help="train a model (default: ResNet-20 on the embedded digits)")
+    p.add_argument("model", nargs="?", default=None, help="registered model name (default: resnet20)")
+    p.add_argument("--data", help="digits, shapes, cifar10, cifar100, mnist, fashion-mnist, svhn, stl10, or a path")
+    p.add_argument("--data-root", help="folder holding the named data set (default: $CONVZOO_DATA)")
+    p.add_argument("--recipe", help="named recipe (see `convzoo recipes`; default: quick)")
+    p.add_argument("--config", help="YAML file of settings (training and recipe settings); flags override it")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--iterations", type=int, help="training length in steps (overrides epochs)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's, scaled with --batch-size)")
+    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--arch", action="append", metavar="KEY=VALUE", help="architecture setting, repeatable")
+    p.add_argument("--weights", help="initial weights: file, URL or registered name (fine-tuning)")
+    p.add_argument("--image-size", type=int, help="image side (default: the model's input size)")
+    p.add_argument("--out", help="run folder (default: runs/MODEL-DATA-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], help="mixed precision")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
+    p.add_argument("--ema", type=float, help="keep an exponential moving average of weights with this decay")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels only")
+    p.add_argument("--sync-bn", action="store_true", help="synchronised batch norm in distributed runs")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted) instead of failing")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("recipes", help="list the named training recipes and their sources")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every setting")
+    p.set_defaults(func=_cmd_recipes)
+
+    p = sub.add_parser("eval", help="evaluate a training checkpoint on a test set")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", help="data set (default: the one it was trained on)")
+    p.add_argument("--data-root")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="classify images with a training checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=_cmd_predict)
+
     p = sub.add_parser("info", help="the model card: paper, input, reported results")
     p.add_argument("model")
     p.set_defaults(func=_cmd_info)
@@ -225,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, ValueError, TypeError, FileNotFoundError) as e:
+    except (KeyError, ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"convzoo: error: {message}", file=sys.stderr)
         return 2
