@@ -1,0 +1,90 @@
+"""Time a per-layer summary of ResNet-152 at 224x224: convzoo's against torchinfo's, interleaved in one process.
+
+convzoo builds the network on the meta device (no memory, no arithmetic) and tracks receptive fields and memory as
+well; torchinfo runs a real forward pass on the CPU. torchinfo is not a convzoo dependency: install it to compare.
+
+    python benchmarks/bench_summary.py [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+import convzoo
+
+MODELS = ["resnet152", "vgg19", "wide_resnet101_2"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--write", action="store_true", help="replace the section in BENCHMARKS.md")
+    args = parser.parse_args()
+    try:
+        import torchinfo
+    except ImportError:
+        torchinfo = None
+    lines = ["| network | convzoo.summary, meta (s) | torchinfo.summary, CPU (s) | ratio |", "|---|---:|---:|---:|"]
+    for name in MODELS:
+        if name not in convzoo.list_models():
+            continue
+        ours, theirs = [], []
+        reference = getattr(torchvision.models, name)() if torchinfo is not None else None
+        for r in range(args.repeats + 1):
+            order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
+            for who in order:
+                start = time.perf_counter()
+                if who == "ours":
+                    convzoo.summary(name, depth=3)
+                elif reference is not None:
+                    torchinfo.summary(reference, input_size=(1, 3, 224, 224), depth=3, verbose=0)
+                elapsed = time.perf_counter() - start
+                if r > 0:  # the first round warms up imports and caches
+                    (ours if who == "ours" else theirs).append(elapsed)
+        a = statistics.median(ours)
+        b = statistics.median(theirs) if theirs else None
+        row = f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f} |" if b else f"| {name} | {a:.2f} | - | - |"
+        print(row, flush=True)
+        lines.append(row)
+    header = (
+        f"Measured {datetime.date.today().isoformat()} on {platform.machine()} CPU, {torch.get_num_threads()} threads; "
+        f"torch {torch.__version__}"
+        + (f", torchinfo {torchinfo.__version__}" if torchinfo else "")
+        + f"; median of {args.repeats} interleaved repeats after one warm-up round; depth 3, 224x224."
+    )
+    print(header)
+    if args.write:
+        path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+        marker = "## Per-layer summary"
+        section = "\n".join(
+            [
+                f"{marker} (`benchmarks/bench_summary.py`)",
+                "",
+                header,
+                "Ratio = convzoo time / torchinfo time (below 1.00 is faster).",
+                "",
+                *lines,
+                "",
+            ]
+        )
+        text = path.read_text()
+        if marker in text:
+            start = text.index(marker)
+            end = text.find("\n## ", start + 1)
+            text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+        else:
+            text = text.rstrip() + "\n\n" + section
+        path.write_text(text)
+        print(f"updated {path}")
+
+
+if __name__ == "__main__":
+    main()
