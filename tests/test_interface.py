@@ -1,5 +1,7 @@
 """The shared model interface, enforced for every registered model: registering a model is enough to get it checked."""
 
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -127,12 +129,19 @@ def test_feature_info_matches_intermediates(model):
     assert len(info) >= 2
     reductions = [f.reduction for f in info]
     assert reductions == sorted(reductions)
+    # `reduction` is the cumulative stride: an input larger by `step` pixels (a multiple of every reduction) gives
+    # maps larger by exactly step / reduction pixels. With 'same' padding a map has ceil(size / reduction) pixels;
+    # unpadded convolutions and pools (Inception v3, AlexNet) and ceil-mode pools (GoogLeNet) leave fewer.
+    step = math.lcm(*reductions)
+    size = x.shape[-1]
     with torch.no_grad():
         maps = model.forward_intermediates(x)
+        larger = model.forward_intermediates(torch.randn(*x.shape[:2], size + step, size + step, dtype=x.dtype))
         assert len(maps) == len(info)
-        for f, m in zip(info, maps):
+        for f, m, m_larger in zip(info, maps, larger):
             assert m.shape[1] == f.num_chs, f
-            assert m.shape[-1] == -(-x.shape[-1] // f.reduction), f
+            assert 1 <= m.shape[-1] <= -(-size // f.reduction), f
+            assert m_larger.shape[-1] - m.shape[-1] == step // f.reduction, f
         assert torch.allclose(maps[-1], model.forward_features(x))
         last_two = model.forward_intermediates(x, 2)
         assert [t.shape for t in last_two] == [t.shape for t in maps[-2:]]
