@@ -129,9 +129,14 @@ class StepState:
 
 
 def build_recipe(config: TrainConfig) -> Recipe:
-    """The recipe with the config's overrides; the learning rate follows a batch-size override linearly."""
+    """The recipe with the config's overrides.
+
+    The learning rate follows a batch-size override linearly, and an ``epochs`` override replaces a length in steps.
+    """
     recipe = get_recipe(config.recipe)
     overrides = dict(config.recipe_overrides)
+    if "epochs" in overrides and "iterations" not in overrides:
+        overrides["iterations"] = None  # a length given in epochs replaces a recipe's length in steps
     if "batch_size" in overrides and "lr" not in overrides:
         overrides["lr"] = recipe.lr * overrides["batch_size"] / recipe.batch_size
     return recipe.replace(**overrides) if overrides else recipe

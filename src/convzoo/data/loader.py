@@ -1,0 +1,113 @@
+"""A data loader for sets that fit in memory: the uint8 images move to the device once, then each batch is one
+``index_select`` and one batched `Augment` call - no worker processes, no per-image Python work, no collation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+from convzoo.data.datasets import ArrayDataset, derive_seed, intra_op_threads
+from convzoo.data.transforms import Augment
+
+
+class FastLoader:
+    """Iterate an `ArrayDataset` in batches on a device, augmented and normalised.
+
+    The order is reproducible: epoch e is shuffled with a generator seeded with ``seed + e`` (the same on every
+    rank, like `torch.utils.data.DistributedSampler`), and the augmentation draws from a generator seeded from
+    (seed, epoch, rank), restarted at each iteration - so iterating an epoch twice yields the same batches.
+
+    With ``world_size`` > 1 each rank takes every ``world_size``-th index of the epoch's permutation, so the shards
+    are disjoint and of equal size: with ``drop_last`` the permutation's tail is dropped to a multiple of
+    ``world_size``; without it the permutation is padded by repeating its first indices (as DistributedSampler
+    does), so every image is seen at least once and at most ``world_size - 1`` twice. ``drop_last`` also drops a
+    rank's final incomplete batch.
+
+    Args:
+        dataset: The images and labels.
+        batch_size: Images per batch (per rank).
+        shuffle: Shuffle every epoch; otherwise the dataset's order.
+        augment: Augmentation and normalisation; None converts to floats in [0, 1].
+        device: Where the images live and the batches are made.
+        drop_last: Drop the incomplete last batch (and, with several ranks, the tail that does not divide evenly).
+        seed: Seed of the order and of the augmentation.
+        rank: This process's index among ``world_size``.
+        world_size: Number of processes sharing each epoch.
+        cpu_threads: Intra-op threads that assemble a batch on the CPU (None: torch's setting). One by default:
+            the batch ops are small and memory-bound, so on a few cores a parallel region costs more than it saves;
+            the model's own ops run with torch's setting.
+    """
+
+    def __init__(
+        self,
+        dataset: ArrayDataset,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        augment: Augment | None,
+        device: str | torch.device = "cpu",
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        cpu_threads: int | None = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in 0..world_size-1; got rank {rank} of world_size {world_size}")
+        self.dataset = dataset
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.augment = augment if augment is not None else Augment()
+        self.device = torch.device(device)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+        self.cpu_threads = cpu_threads if self.device.type == "cpu" else None
+        self.images = dataset.images.to(self.device)
+        self.labels = dataset.labels.to(self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and augmentation the next iteration reproduces."""
+        self.epoch = epoch
+
+    @property
+    def num_samples(self) -> int:
+        """Images this rank sees per epoch (before dropping an incomplete batch)."""
+        n = len(self.dataset)
+        return n // self.world_size if self.drop_last else math.ceil(n / self.world_size)
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank."""
+        m = self.num_samples
+        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+
+    def indices(self) -> torch.Tensor:
+        """This rank's dataset indices for the current epoch, in order (on the CPU)."""
+        n = len(self.dataset)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(n)
+        total = self.num_samples * self.world_size
+        if total > n:
+            order = order.repeat(math.ceil(total / n))
+        return order[:total][self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        index = self.indices()
+        contiguous = index.numel() == len(self.dataset) and not self.shuffle  # plain slices, no copies
+        index = index.to(self.device)
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank))
+        bs = self.batch_size
+        for b in range(len(self)):
+            with intra_op_threads(self.cpu_threads):
+                if contiguous:
+                    x, y = self.images[b * bs : (b + 1) * bs], self.labels[b * bs : (b + 1) * bs]
+                else:
+                    sel = index[b * bs : (b + 1) * bs]
+                    x, y = self.images.index_select(0, sel), self.labels.index_select(0, sel)
+                x = self.augment(x, generator=generator)
+            yield x, y  # outside the thread setting: the consumer's model runs with its own
