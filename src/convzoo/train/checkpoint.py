@@ -46,7 +46,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise WeightsError(f"{path} holds Python objects other than tensors; refusing to unpickle it ({e})") from e
+        raise WeightsError(
+            f"{path} is corrupt or holds Python objects other than tensors; refusing to unpickle it ({e})"
+        ) from e
     except Exception as e:  # a damaged file can fail anywhere inside the unpickler
         raise WeightsError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
