@@ -17,7 +17,7 @@ def create_model(
     name: str,
     *,
     num_classes: int | None = None,
-    in_chans: int = 3,
+    in_chans: int | None = None,
     weights: str | os.PathLike[str] | None = None,
     features_only: bool = False,
     out_indices: int | Sequence[int] | None = None,
@@ -29,7 +29,7 @@ def create_model(
         name: A registered name (see ``list_models()``).
         num_classes: Classifier outputs; None means the model card's default (1000 for ImageNet networks, 10 for
             CIFAR-10 ones); 0 builds the network without a classifier.
-        in_chans: Input image channels.
+        in_chans: Input image channels; None means the model card's (3 for colour images, 1 for LeNet-5's digits).
         weights: A weights file (safetensors or PyTorch checkpoint), an http(s)/file URL, or a registered weights
             name. A checkpoint whose classifier has another number of classes loads everything but the classifier.
         features_only: Return a `FeatureExtractor` that outputs the feature maps at ``out_indices``.
@@ -45,6 +45,8 @@ def create_model(
     card = get_model_card(name)
     if num_classes is None:
         num_classes = card.num_classes
+    if in_chans is None:
+        in_chans = card.input_size[0]
     if not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"{name}: num_classes must be a non-negative int; got {num_classes!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
