@@ -8,7 +8,9 @@ from convzoo.train import RECIPES, LearningRate, get_recipe
 
 
 def test_every_recipe_states_its_source_and_is_valid():
-    assert {"alexnet", "vgg", "resnet-imagenet", "resnet-cifar", "densenet-cifar", "wrn-cifar", "modern"} <= set(RECIPES)
+    assert {"alexnet", "vgg", "resnet-imagenet", "resnet-cifar", "densenet-cifar", "wrn-cifar", "modern"} <= set(
+        RECIPES
+    )
     for recipe in RECIPES.values():
         recipe.validate()
         assert len(recipe.source) > 40

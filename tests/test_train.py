@@ -162,11 +162,35 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("crop_padding: 0\nflip: false\nlabel_smoothing: 0.0\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = [sys.executable, "-m", "convzoo.cli", "train", "lenet5", *common, "--config", str(recipe),
-              "--out", str(tmp_path / "one")]
+    single = [
+        sys.executable,
+        "-m",
+        "convzoo.cli",
+        "train",
+        "lenet5",
+        *common,
+        "--config",
+        str(recipe),
+        "--out",
+        str(tmp_path / "one"),
+    ]
     subprocess.run(single, check=True, env=env, capture_output=True)
-    double = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "convzoo.cli",
-              "train", "lenet5", *common, "--config", str(recipe), "--out", str(tmp_path / "two")]
+    double = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        "-m",
+        "convzoo.cli",
+        "train",
+        "lenet5",
+        *common,
+        "--config",
+        str(recipe),
+        "--out",
+        str(tmp_path / "two"),
+    ]
     done = subprocess.run(double, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     a = load_checkpoint(tmp_path / "one" / "last.pt")
