@@ -16,9 +16,9 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
 	touch $@
 
+# The main job: ResNet-20 on the embedded digits with the default recipe; the run folder lands in runs/.
 demo: $(VENV)/.installed
-	$(BIN)/convzoo models
-	$(BIN)/convzoo summary resnet50
+	$(BIN)/convzoo train
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest

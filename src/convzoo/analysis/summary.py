@@ -267,7 +267,10 @@ def _affine_stand_in(norm: nn.Module):
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2) if channelwise else (-1,)
-        scale = weight.view(shape) if weight is not None else x.new_ones(()).requires_grad_(torch.is_grad_enabled())
+        if weight is not None:
+            scale = weight.view(shape)
+        else:  # made from nothing the pass tracks, so it carries no receptive field of its own
+            scale = torch.ones((), device=x.device, dtype=x.dtype, requires_grad=torch.is_grad_enabled())
         return torch.addcmul(bias.view(shape), x, scale) if bias is not None else x * scale
 
     return forward
