@@ -518,3 +518,27 @@ def test_googlenet_2014_golden_outputs():
         scale = want.abs().max().item()
         assert math.isfinite(scale) and scale > 0
         torch.testing.assert_close(torch.tensor(value), want, rtol=1e-4, atol=1e-4 * scale, msg=key)
+
+
+# Table 1's "params" column, in thousands (seed 001). conv1's 2.7K is an erratum (see TABLE1_OPS above), and so is
+# inception (4c)'s 463K: its own filter counts (128; 128->256; 24->64; 64 from 512 inputs) give 509K weights.
+TABLE1_PARAMS = {
+    "inception3a": 159,
+    "inception3b": 380,
+    "inception4a": 364,
+    "inception4b": 437,
+    "inception4d": 580,
+    "inception4e": 840,
+    "inception5a": 1072,
+    "inception5b": 1388,
+    "fc": 1000,
+}
+
+
+def test_googlenet_2014_parameters_per_layer_within_5_percent_of_table1():
+    rows = {r.name: r.params for r in convzoo.summary("googlenet_2014", (3, 224, 224), depth=1).rows}
+    for name, thousands in TABLE1_PARAMS.items():
+        assert abs(rows[name] / 1e3 - thousands) <= 0.05 * thousands, (name, rows[name])
+    assert abs((rows["conv2"] + rows["conv3"]) / 1e3 - 112) <= 0.05 * 112
+    weights_4c = 512 * 128 + 512 * 128 + 128 * 256 * 9 + 512 * 24 + 24 * 64 * 25 + 512 * 64
+    assert rows["inception4c"] == weights_4c + (128 + 128 + 256 + 24 + 64 + 64) == 510_104
