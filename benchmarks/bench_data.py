@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from convzoo.data import ArrayDataset, Augment, FastLoader, load_dataset
+from report import update_section
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_CIFAR = ROOT.parent / "shared" / "data" / "cifar10" / "train.npz"
@@ -185,7 +186,6 @@ def main() -> None:
     print(summary)
     print(header)
     if args.write:
-        path = ROOT / "BENCHMARKS.md"
         section = "\n".join(
             [
                 "## Input pipeline (`benchmarks/bench_data.py`)",
@@ -198,16 +198,7 @@ def main() -> None:
                 "",
             ]
         )
-        text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-        marker = "## Input pipeline"
-        if marker in text:
-            start = text.index(marker)
-            end = text.find("\n## ", start + 1)
-            text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-        else:
-            text = text.rstrip() + "\n\n" + section
-        path.write_text(text)
-        print(f"updated {path}")
+        update_section("## Input pipeline", section)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torchvision
 
 import convzoo
+from report import update_section
 
 PEERS = ["resnet50", "resnext50_32x4d", "wide_resnet50_2"]
 
@@ -144,7 +144,6 @@ def main() -> None:
     )
     print(header)
     if args.write:
-        path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
         section = "\n".join(
             [
                 "## Residual networks against torchvision (`benchmarks/bench_resnet.py`)",
@@ -160,16 +159,7 @@ def main() -> None:
                 "",
             ]
         )
-        text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-        marker = "## Residual networks against torchvision"
-        if marker in text:
-            start = text.index(marker)
-            end = text.find("\n## ", start + 1)
-            text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-        else:
-            text = text.rstrip() + "\n\n" + section
-        path.write_text(text)
-        print(f"updated {path}")
+        update_section("## Residual networks against torchvision", section)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ import datetime
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torchvision
 
 import convzoo
+from report import update_section
 
 MODELS = ["resnet152", "vgg19", "wide_resnet101_2"]
 
@@ -62,7 +62,6 @@ def main() -> None:
     )
     print(header)
     if args.write:
-        path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
         marker = "## Per-layer summary"
         section = "\n".join(
             [
@@ -75,15 +74,7 @@ def main() -> None:
                 "",
             ]
         )
-        text = path.read_text()
-        if marker in text:
-            start = text.index(marker)
-            end = text.find("\n## ", start + 1)
-            text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-        else:
-            text = text.rstrip() + "\n\n" + section
-        path.write_text(text)
-        print(f"updated {path}")
+        update_section(marker, section)
 
 
 if __name__ == "__main__":

@@ -199,3 +199,46 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     for key, value in a["model"]["state_dict"].items():
         torch.testing.assert_close(b["model"]["state_dict"][key], value, atol=1e-4, rtol=1e-4)
     assert abs(a["history"][-1]["train_loss"] - b["history"][-1]["train_loss"]) < 1e-4
+
+
+def test_mixed_precision_channels_last_clipping_and_ema(tmp_path):
+    result = train(
+        config(tmp_path, amp="bf16", channels_last=True, clip_grad=1.0, ema=0.9, deterministic=False),
+    )
+    assert result.test_top1 > 50
+    saved = load_checkpoint(result.out / "last.pt")
+    assert "ema" in saved and saved["config"]["amp"] == "bf16"
+    model, _ = load_trained(result.out / "last.pt")  # the averaged weights
+    raw, _ = load_trained(result.out / "last.pt", ema=False)
+    assert not torch.equal(model.fc.weight, raw.fc.weight)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "interrupted"
+    command = [
+        sys.executable,
+        "-m",
+        "convzoo.cli",
+        "train",
+        "resnet20",
+        "--image-size",
+        "16",
+        "--epochs",
+        "50",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupt: saving a checkpoint" in stderr and "resume with: convzoo train --out" in stdout
+    saved = load_checkpoint(out / "last.pt")
+    assert 0 < saved["step"] < 50 * 22

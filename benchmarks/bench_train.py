@@ -1,0 +1,198 @@
+"""Training speed: the engine against a plain PyTorch loop, and one CIFAR-10 epoch of ResNet-20.
+
+1. Time to 97% test accuracy on the embedded digits: convzoo's engine (``convzoo train`` defaults: ResNet-20, the
+   ``quick`` recipe) against a plain loop with the same model and hyper-parameters fed by torchvision's DataLoader
+   and v2 transforms. Interleaved repeats, median, ratio engine / plain.
+2. One epoch of ResNet-20 on real CIFAR-10 (``../shared/data/cifar10`` when present) with the ``resnet-cifar``
+   recipe: images per second, and the share of the epoch spent outside forward/backward/step (the same steps
+   replayed on one fixed batch give the compute time).
+
+    python benchmarks/bench_train.py [--repeats 2] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+import convzoo
+from convzoo.data import load_dataset
+from convzoo.train import TrainConfig, Trainer, get_recipe
+from convzoo.train.recipes import LearningRate
+from report import update_section
+
+TARGET = 97.0
+CIFAR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10"
+
+
+class _UntilTarget(Trainer):
+    """The engine, stopping at the end of the first epoch whose test accuracy reaches the target."""
+
+    def _end_of_epoch(self, epoch, step, result):
+        metrics = super()._end_of_epoch(epoch, step, result)
+        if metrics["test_top1"] >= TARGET and not hasattr(self, "reached"):
+            self.reached = time.perf_counter()
+            self.total_steps = step  # ends the loop after this epoch
+        return metrics
+
+
+def engine_time_to_target() -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = _UntilTarget(TrainConfig(out=f"{tmp}/run", progress=False))
+        start = time.perf_counter()
+        result = trainer.run()
+        if not hasattr(trainer, "reached"):
+            return math.inf, result.epochs_done
+        return trainer.reached - start, result.epochs_done
+
+
+class _Images(Dataset):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def plain_time_to_target() -> tuple[float, int]:
+    """The same job written as a plain loop: DataLoader, v2 transforms, the recipe's optimiser and schedule."""
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    recipe = get_recipe("quick")
+    train, test = load_dataset("digits", image_size=32)
+    mean, std = train.mean_std()
+    train_tf = v2.Compose(
+        [v2.RandomCrop(32, padding=recipe.crop_padding), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    )
+    test_tf = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    train_loader = DataLoader(
+        _Images(train.images, train.labels, train_tf), batch_size=recipe.batch_size, shuffle=True, drop_last=True
+    )
+    test_loader = DataLoader(_Images(test.images, test.labels, test_tf), batch_size=256)
+    model = convzoo.create_model("resnet20", in_chans=1, num_classes=10)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+    )
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    schedule = LearningRate(recipe, recipe.lr, recipe.epochs * len(train_loader), len(train_loader))
+    step = 0
+    for epoch in range(recipe.epochs):
+        model.train()
+        for x, y in train_loader:
+            for group in optimizer.param_groups:
+                group["lr"] = schedule(step)
+            loss = criterion(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in test_loader:
+                correct += model(x).argmax(1).eq(y).sum().item()
+                total += len(y)
+        if 100 * correct / total >= TARGET:
+            return time.perf_counter() - start, epoch + 1
+    return math.inf, recipe.epochs
+
+
+def cifar_epoch() -> dict[str, float] | None:
+    if not (CIFAR / "train.npz").is_file():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(
+            model="resnet20",
+            data=str(CIFAR / "train.npz"),  # test.npz beside it is picked up as the test split
+            recipe="resnet-cifar",
+            recipe_overrides={"epochs": 1},
+            out=f"{tmp}/run",
+            progress=False,
+        )
+        trainer = Trainer(config)
+        result = trainer.run()
+        epoch = result.history[0]
+        steps = epoch["step"]
+        # The same number of optimiser steps on one fixed batch: forward, backward and step alone.
+        model, optimizer = trainer.model, trainer.optimizer
+        x = torch.randn(128, 3, 32, 32)
+        y = torch.randint(0, 10, (128,))
+        model.train()
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = trainer.criterion(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        compute = time.perf_counter() - start
+    return {
+        "images_per_s": epoch["images_per_s"],
+        "epoch_s": epoch["seconds"],
+        "compute_s": compute,
+        "outside_share": max(0.0, 1 - compute / epoch["seconds"]),
+        "test_top1": epoch["test_top1"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--write", action="store_true", help="replace the section in BENCHMARKS.md")
+    args = parser.parse_args()
+    engine, plain = [], []
+    for r in range(args.repeats):
+        runs = [("engine", engine_time_to_target, engine), ("plain", plain_time_to_target, plain)]
+        for label, fn, bucket in runs if r % 2 == 0 else reversed(runs):
+            seconds, epochs = fn()
+            bucket.append(seconds)
+            print(f"{label}: {seconds:.1f} s to {TARGET}% ({epochs} epochs)", flush=True)
+    a, b = statistics.median(engine), statistics.median(plain)
+    lines = [
+        "| job | convzoo engine (s) | plain loop (s) | ratio |",
+        "|---|---:|---:|---:|",
+        f"| ResNet-20 on digits to {TARGET:g}% test accuracy | {a:.1f} | {b:.1f} | {a / b:.2f} |",
+    ]
+    epoch = cifar_epoch()
+    if epoch is not None:
+        lines += [
+            "",
+            "| one epoch of ResNet-20 on CIFAR-10 (resnet-cifar recipe) | value |",
+            "|---|---:|",
+            f"| training images/s | {epoch['images_per_s']:.0f} |",
+            f"| epoch time (s) | {epoch['epoch_s']:.1f} |",
+            f"| forward/backward/step alone (s) | {epoch['compute_s']:.1f} |",
+            f"| share of the epoch outside forward/backward/step | {100 * epoch['outside_share']:.1f}% |",
+        ]
+    header = (
+        f"Measured {datetime.date.today().isoformat()} on {platform.machine()} CPU, {torch.get_num_threads()} threads; "
+        f"torch {torch.__version__}; median of {args.repeats} interleaved runs of each."
+    )
+    print(header)
+    print("\n".join(lines))
+    if args.write:
+        marker = "## Training"
+        section = "\n".join([f"{marker} (`benchmarks/bench_train.py`)", "", header, "", *lines, ""])
+        update_section(marker, section)
+
+
+if __name__ == "__main__":
+    main()
