@@ -6,6 +6,7 @@ Every network is registered under one lower_snake name together with a `ModelCar
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 from collections.abc import Callable, Sequence
@@ -209,6 +210,27 @@ def check_overrides(model_name: str, overrides: dict[str, Any], accepted: Sequen
         )
 
 
+def _as_tuples(value: Any) -> Any:
+    # Configurations are frozen dataclasses of tuples; overrides given as (nested) lists are converted to match.
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def config_builder(name: str, cfg: Any, model_cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """The usual builder of a family: ``model_cls(cfg with overrides, num_classes=, in_chans=, model_name=name)``.
+
+    Unknown override keys raise a TypeError naming the model and the configuration's fields; lists are turned
+    into the tuples a frozen configuration holds.
+    """
+    accepted = [f.name for f in dataclasses.fields(cfg)]
+
+    def build(*, num_classes: int, in_chans: int, **overrides: Any) -> nn.Module:
+        check_overrides(name, overrides, accepted)
+        arch = dataclasses.replace(cfg, **{k: _as_tuples(v) for k, v in overrides.items()})
+        return model_cls(arch, num_classes=num_classes, in_chans=in_chans, model_name=name)
+
+    return build
+
+
 __all__ = [
     "CIFAR10_DEFAULTS",
     "CIFAR10_MEAN",
@@ -221,6 +243,7 @@ __all__ = [
     "Reported",
     "check_overrides",
     "cifar_error",
+    "config_builder",
     "get_builder",
     "get_model_card",
     "imagenet_error",

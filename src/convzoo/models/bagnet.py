@@ -18,16 +18,14 @@ only the first block of a stage may keep a 3x3 convolution, and every convolutio
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 
 from convzoo.layers import conv1x1
 from convzoo.models.base import ConvNet, FeatureInfo
-from convzoo.registry import IMAGENET_DEFAULTS, ModelCard, Paper, check_overrides, register_model
+from convzoo.registry import IMAGENET_DEFAULTS, ModelCard, Paper, config_builder, register_model
 
 
 @dataclass(frozen=True)
@@ -251,20 +249,6 @@ _VARIANTS: dict[str, tuple[tuple[int, ...], str]] = {
         "ImageNet top-5 accuracy 87.6% (abstract; plotted in Figure 1); the paper tabulates none",
     ),
 }
-_ACCEPTED = [f.name for f in dataclasses.fields(BagNetConfig)]
-
-
-def _builder(name: str, cfg: BagNetConfig):
-    def build(*, num_classes: int, in_chans: int, **overrides: Any) -> BagNet:
-        check_overrides(name, overrides, _ACCEPTED)
-        for key in ("layers", "planes", "strides", "blocks_3x3"):
-            if key in overrides:
-                overrides[key] = tuple(overrides[key])
-        return BagNet(
-            dataclasses.replace(cfg, **overrides), num_classes=num_classes, in_chans=in_chans, model_name=name
-        )
-
-    return build
 
 
 for _name, (_blocks_3x3, _accuracy) in _VARIANTS.items():
@@ -278,5 +262,5 @@ for _name, (_blocks_3x3, _accuracy) in _VARIANTS.items():
             f"apart; {_accuracy}",
             **IMAGENET_DEFAULTS,
         ),
-        _builder(_name, _cfg),
+        config_builder(_name, _cfg, BagNet),
     )

@@ -20,7 +20,6 @@ checkpoint it updates each batch norm's running statistics once per step, not tw
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections import OrderedDict
@@ -38,8 +37,8 @@ from convzoo.registry import (
     ModelCard,
     Paper,
     Reported,
-    check_overrides,
     cifar_error,
+    config_builder,
     imagenet_error,
     register_model,
 )
@@ -282,21 +281,9 @@ for _name, (_depth, _k, _bc, _c10p, _c100p, _c10, _c100) in _CIFAR.items():
         + ("; the paper has no run without augmentation for this network" if _c10 is None else ""),
     )
 
-_ACCEPTED = [f.name for f in dataclasses.fields(DenseNetConfig)]
-
-
-def _builder(name: str, cfg: DenseNetConfig):
-    def build(*, num_classes: int, in_chans: int, **overrides: Any) -> DenseNet:
-        check_overrides(name, overrides, _ACCEPTED)
-        if "block_config" in overrides:
-            overrides["block_config"] = tuple(overrides["block_config"])
-        arch = dataclasses.replace(cfg, **overrides)
-        return DenseNet(arch, num_classes=num_classes, in_chans=in_chans, model_name=name)
-
-    return build
-
 
 for _name, (_cfg, _data, _reported, _notes) in _VARIANTS.items():
     register_model(
-        ModelCard(_name, "densenet", _HUANG_2017, reported=_reported, notes=_notes, **_data), _builder(_name, _cfg)
+        ModelCard(_name, "densenet", _HUANG_2017, reported=_reported, notes=_notes, **_data),
+        config_builder(_name, _cfg, DenseNet),
     )

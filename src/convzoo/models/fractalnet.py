@@ -26,17 +26,23 @@ too), so the table's figure is not reproduced.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 
 from convzoo.models.base import ConvNet, FeatureInfo
-from convzoo.registry import CIFAR10_DEFAULTS, ModelCard, Paper, Reported, check_overrides, cifar_error, register_model
+from convzoo.registry import (
+    CIFAR10_DEFAULTS,
+    ModelCard,
+    Paper,
+    Reported,
+    cifar_error,
+    config_builder,
+    register_model,
+)
 
 
 @dataclass(frozen=True)
@@ -329,24 +335,10 @@ _VARIANTS: dict[str, tuple[FractalNetConfig, tuple[Reported, ...], str]] = {
         "with CIFAR-10's 10 classes; Table 1 prints 38.6M, which this layout (the authors' generator's) does not reach",
     ),
 }
-_ACCEPTED = [f.name for f in dataclasses.fields(FractalNetConfig)]
-
-
-def _builder(name: str, cfg: FractalNetConfig):
-    def build(*, num_classes: int, in_chans: int, **overrides: Any) -> FractalNet:
-        check_overrides(name, overrides, _ACCEPTED)
-        for key in ("channels", "drop_rates"):
-            if key in overrides:
-                overrides[key] = tuple(overrides[key])
-        return FractalNet(
-            dataclasses.replace(cfg, **overrides), num_classes=num_classes, in_chans=in_chans, model_name=name
-        )
-
-    return build
 
 
 for _name, (_cfg, _reported, _notes) in _VARIANTS.items():
     register_model(
         ModelCard(_name, "fractalnet", _LARSSON_2017, reported=_reported, notes=_notes, **CIFAR10_DEFAULTS),
-        _builder(_name, _cfg),
+        config_builder(_name, _cfg, FractalNet),
     )

@@ -29,11 +29,10 @@ in torchvision without pretrained weights.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -48,7 +47,7 @@ from convzoo.registry import (
     ModelCard,
     Paper,
     Reported,
-    check_overrides,
+    config_builder,
     register_model,
 )
 
@@ -396,21 +395,10 @@ _VARIANTS: dict[str, tuple[GoogLeNetConfig, str]] = {
         "pools in the auxiliary heads, dropout 0.4; Caffe replication's initialisation (the paper gives none)",
     ),
 }
-_ACCEPTED = [f.name for f in dataclasses.fields(GoogLeNetConfig)]
-
-
-def _builder(name: str, cfg: GoogLeNetConfig):
-    def build(*, num_classes: int, in_chans: int, **overrides: Any) -> GoogLeNet:
-        check_overrides(name, overrides, _ACCEPTED)
-        return GoogLeNet(
-            dataclasses.replace(cfg, **overrides), num_classes=num_classes, in_chans=in_chans, model_name=name
-        )
-
-    return build
 
 
 for _name, (_cfg, _notes) in _VARIANTS.items():
     register_model(
         ModelCard(_name, "googlenet", _SZEGEDY_2015, reported=_REPORTED, notes=_notes, **IMAGENET_DEFAULTS),
-        _builder(_name, _cfg),
+        config_builder(_name, _cfg, GoogLeNet),
     )

@@ -27,18 +27,23 @@ does not determine them; they are not registered.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 
 from convzoo.layers.highway import HighwayConv2d
 from convzoo.models.base import ConvNet, FeatureInfo
-from convzoo.registry import CIFAR10_DEFAULTS, ModelCard, Paper, Reported, check_overrides, register_model
+from convzoo.registry import (
+    CIFAR10_DEFAULTS,
+    ModelCard,
+    Paper,
+    Reported,
+    config_builder,
+    register_model,
+)
 
 
 @dataclass(frozen=True)
@@ -231,24 +236,10 @@ _VARIANTS: dict[str, tuple[HighwayConfig, tuple[Reported, ...], str]] = {
         "~2.3M parameters) reached 92.46% on CIFAR-10 (mean 92.28 +- 0.16)",
     ),
 }
-_ACCEPTED = [f.name for f in dataclasses.fields(HighwayConfig)]
-
-
-def _builder(name: str, cfg: HighwayConfig):
-    def build(*, num_classes: int, in_chans: int, **overrides: Any) -> HighwayNet:
-        check_overrides(name, overrides, _ACCEPTED)
-        for key in ("widths", "layers"):
-            if key in overrides:
-                overrides[key] = tuple(overrides[key])
-        return HighwayNet(
-            dataclasses.replace(cfg, **overrides), num_classes=num_classes, in_chans=in_chans, model_name=name
-        )
-
-    return build
 
 
 for _name, (_cfg, _reported, _notes) in _VARIANTS.items():
     register_model(
         ModelCard(_name, "highway", _SRIVASTAVA_2015, reported=_reported, notes=_notes, **CIFAR10_DEFAULTS),
-        _builder(_name, _cfg),
+        config_builder(_name, _cfg, HighwayNet),
     )

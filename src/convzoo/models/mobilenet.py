@@ -17,16 +17,22 @@ as they are.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import torch
 import torch.nn as nn
 
 from convzoo.layers.mobile import ConvNormAct, DepthwiseSeparable, InvertedResidual, make_divisible
 from convzoo.models.base import ConvNet, FeatureInfo
-from convzoo.registry import IMAGENET_DEFAULTS, ModelCard, Paper, Reported, check_overrides, register_model
+from convzoo.registry import (
+    IMAGENET_DEFAULTS,
+    ModelCard,
+    Paper,
+    Reported,
+    config_builder,
+    register_model,
+)
 
 
 def _fail(name: str, reason: str) -> NoReturn:
@@ -310,33 +316,6 @@ _V1_VARIANTS: dict[str, tuple[float, int, float, str, int, float]] = {
     "mobilenet_v1_050_160": (0.5, 160, 60.2, "Table 9", 76, 1.32),
 }
 
-_V1_ACCEPTED = [f.name for f in dataclasses.fields(MobileNetV1Config)]
-_V2_ACCEPTED = [f.name for f in dataclasses.fields(MobileNetV2Config)]
-
-
-def _v1_builder(name: str, cfg: MobileNetV1Config):
-    def build(*, num_classes: int, in_chans: int, **overrides: Any) -> MobileNetV1:
-        check_overrides(name, overrides, _V1_ACCEPTED)
-        if "stages" in overrides:
-            overrides["stages"] = tuple(tuple(s) for s in overrides["stages"])
-        return MobileNetV1(
-            dataclasses.replace(cfg, **overrides), num_classes=num_classes, in_chans=in_chans, model_name=name
-        )
-
-    return build
-
-
-def _v2_builder(name: str, cfg: MobileNetV2Config):
-    def build(*, num_classes: int, in_chans: int, **overrides: Any) -> MobileNetV2:
-        check_overrides(name, overrides, _V2_ACCEPTED)
-        if "blocks" in overrides:
-            overrides["blocks"] = tuple(tuple(b) for b in overrides["blocks"])
-        return MobileNetV2(
-            dataclasses.replace(cfg, **overrides), num_classes=num_classes, in_chans=in_chans, model_name=name
-        )
-
-    return build
-
 
 for _name, (_alpha, _res, _acc, _table, _macs, _params) in _V1_VARIANTS.items():
     register_model(
@@ -351,7 +330,7 @@ for _name, (_alpha, _res, _acc, _table, _macs, _params) in _V1_VARIANTS.items():
             ),
             **{**IMAGENET_DEFAULTS, "input_size": (3, _res, _res)},
         ),
-        _v1_builder(_name, MobileNetV1Config(width_multiplier=_alpha)),
+        config_builder(_name, MobileNetV1Config(width_multiplier=_alpha), MobileNetV1),
     )
 
 register_model(
@@ -365,5 +344,5 @@ register_model(
         "built and released, where the table prints 6.9M and 585M)",
         **IMAGENET_DEFAULTS,
     ),
-    _v2_builder("mobilenet_v2", MobileNetV2Config()),
+    config_builder("mobilenet_v2", MobileNetV2Config(), MobileNetV2),
 )

@@ -24,7 +24,6 @@ state_dicts (NASNet-A Large from either, NASNet-A Mobile from Cadene's) load thr
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections import OrderedDict
@@ -44,7 +43,7 @@ from convzoo.layers.nas import (
     drop_path,
 )
 from convzoo.models.base import AuxOutputs, ConvNet, FeatureInfo
-from convzoo.registry import ModelCard, Paper, Reported, check_overrides, register_model
+from convzoo.registry import ModelCard, Paper, Reported, config_builder, register_model
 
 OPERATIONS = ("sep3x3", "sep5x5", "sep7x7", "avg3x3", "max3x3", "identity")
 
@@ -525,18 +524,6 @@ _VARIANTS: dict[str, tuple[NASNetConfig, int, tuple[Reported, ...], str]] = {
     ),
 }
 
-_ACCEPTED = [f.name for f in dataclasses.fields(NASNetConfig)]
-
-
-def _builder(name: str, cfg: NASNetConfig):
-    def build(*, num_classes: int, in_chans: int, **overrides: Any) -> NASNet:
-        check_overrides(name, overrides, _ACCEPTED)
-        return NASNet(
-            dataclasses.replace(cfg, **overrides), num_classes=num_classes, in_chans=in_chans, model_name=name
-        )
-
-    return build
-
 
 for _name, (_cfg, _size, _reported, _notes) in _VARIANTS.items():
     register_model(
@@ -549,5 +536,5 @@ for _name, (_cfg, _size, _reported, _notes) in _VARIANTS.items():
             notes=_notes,
             **_INCEPTION_NORM,
         ),
-        _builder(_name, _cfg),
+        config_builder(_name, _cfg, NASNet),
     )

@@ -15,16 +15,21 @@ torchvision's ``classifier.1`` (conv10) loads as ``final_conv``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 
 from convzoo.models.base import ConvNet, FeatureInfo
-from convzoo.registry import IMAGENET_DEFAULTS, ModelCard, Paper, Reported, check_overrides, register_model
+from convzoo.registry import (
+    IMAGENET_DEFAULTS,
+    ModelCard,
+    Paper,
+    Reported,
+    config_builder,
+    register_model,
+)
 
 FireSpec = tuple[int, int, int]
 
@@ -274,23 +279,10 @@ _VARIANTS: dict[str, tuple[SqueezeNetConfig, tuple[Reported, ...], str]] = {
         "and fire5, for 2.4x less computation than v1.0 'without sacrificing accuracy'; the paper has no table row",
     ),
 }
-_ACCEPTED = [f.name for f in dataclasses.fields(SqueezeNetConfig)]
-
-
-def _builder(name: str, cfg: SqueezeNetConfig):
-    def build(*, num_classes: int, in_chans: int, **overrides: Any) -> SqueezeNet:
-        check_overrides(name, overrides, _ACCEPTED)
-        if "layers" in overrides:
-            overrides["layers"] = tuple(s if isinstance(s, str) else tuple(s) for s in overrides["layers"])
-        return SqueezeNet(
-            dataclasses.replace(cfg, **overrides), num_classes=num_classes, in_chans=in_chans, model_name=name
-        )
-
-    return build
 
 
 for _name, (_cfg, _reported, _notes) in _VARIANTS.items():
     register_model(
         ModelCard(_name, "squeezenet", _IANDOLA_2016, reported=_reported, notes=_notes, **_INPUT),
-        _builder(_name, _cfg),
+        config_builder(_name, _cfg, SqueezeNet),
     )

@@ -20,9 +20,7 @@ deeper networks from the layers of a trained net A (section 3.1).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch.nn as nn
 
@@ -33,7 +31,7 @@ from convzoo.registry import (
     ModelCard,
     Paper,
     Reported,
-    check_overrides,
+    config_builder,
     imagenet_error,
     register_model,
 )
@@ -214,24 +212,9 @@ for _cfg_name, _name in _NAMES.items():
             "not in the paper, so no reported result",
         )
 
-_ACCEPTED = [f.name for f in dataclasses.fields(VGGConfig) if f.name != "pool_size"]
-
-
-def _builder(name: str, cfg: VGGConfig):
-    def build(*, num_classes: int, in_chans: int, **overrides: Any) -> VGG:
-        check_overrides(name, overrides, _ACCEPTED)
-        if "layers" in overrides:
-            overrides["layers"] = tuple(e if isinstance(e, (int, str)) else tuple(e) for e in overrides["layers"])
-        if "hidden" in overrides:
-            overrides["hidden"] = tuple(overrides["hidden"])
-        arch = dataclasses.replace(cfg, **overrides)
-        return VGG(arch, num_classes=num_classes, in_chans=in_chans, model_name=name)
-
-    return build
-
 
 for _name, (_cfg, _reported, _notes) in _VARIANTS.items():
     register_model(
         ModelCard(_name, "vgg", _SIMONYAN_2015, reported=_reported, notes=_notes, **IMAGENET_DEFAULTS),
-        _builder(_name, _cfg),
+        config_builder(_name, _cfg, VGG),
     )
