@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from convzoo.registry import IMAGENET_MEAN, IMAGENET_STD
+
 
 class ConvNormAct(nn.Module):
     """Convolution, optional batch norm, ReLU.
@@ -182,3 +184,14 @@ def adapt_aux_state(
 
 
 __all__ = ["ConvNormAct", "Inception", "NaiveInception", "adapt_aux_state", "pad_to_size"]
+
+
+def imagenet_to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Undo ImageNet mean/std normalisation and rescale to [-1, 1]: ``(x * std + mean - 0.5) / 0.5``.
+
+    The input convention of the TensorFlow-trained Inception weights that torchvision converted ("transform_input").
+    The constants are worked out in double precision, as torchvision does, so converted weights see the same input.
+    """
+    scale = x.new_tensor([s / 0.5 for s in IMAGENET_STD]).view(1, 3, 1, 1)
+    shift = x.new_tensor([(m - 0.5) / 0.5 for m in IMAGENET_MEAN]).view(1, 3, 1, 1)
+    return x * scale + shift

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from convzoo.layers.inception import ConvNormAct, adapt_aux_state, pad_to_size
+from convzoo.layers.inception import ConvNormAct, adapt_aux_state, imagenet_to_unit_range, pad_to_size
 from convzoo.models.base import AuxOutputs, ConvNet, FeatureInfo
 from convzoo.registry import (
     IMAGENET_MEAN,
@@ -322,17 +322,10 @@ class InceptionV3(ConvNet):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        # (x * std + mean - 0.5) / 0.5: undo the ImageNet normalisation and rescale to [-1, 1]. The constants are
-        # worked out in double precision, as torchvision does, so that its converted weights see the same input.
-        scale = x.new_tensor([s / 0.5 for s in IMAGENET_STD]).view(1, 3, 1, 1)
-        shift = x.new_tensor([(m - 0.5) / 0.5 for m in IMAGENET_MEAN]).view(1, 3, 1, 1)
-        return x * scale + shift
-
     def _forward_trunk(self, x: torch.Tensor, aux_out: list[torch.Tensor] | None) -> torch.Tensor:
         self.check_input(x)
         if self.cfg.transform_input:
-            x = self._transform_input(x)
+            x = imagenet_to_unit_range(x)
         for name in self.layer_names:
             x = getattr(self, name)(x)
             if aux_out is not None and name == AUX_TAP:
