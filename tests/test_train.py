@@ -103,6 +103,10 @@ def test_bad_input_fails_before_anything_is_written(tmp_path):
         train(config(tmp_path, data=str(tmp_path / "missing.npz")))
     with pytest.raises(ValueError, match="fewer than one batch"):
         train(config(tmp_path, recipe_overrides={"epochs": 1, "batch_size": 4096}))
+    with pytest.raises(ValueError, match="--sync-bn needs CUDA"):
+        train(config(tmp_path, sync_bn=True, device="cpu"))
+    with pytest.raises(ValueError, match="amp must be one of"):
+        train(config(tmp_path, amp="fp8"))
     assert not (tmp_path / "run").exists()
 
 
@@ -157,8 +161,10 @@ def test_train_command_with_yaml_config(tmp_path, capsys):
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
-    # No batch norm and no augmentation, so the only difference is the order of floating-point sums.
+    # No batch norm and no augmentation, so the only difference is the order of floating-point sums. The memory
+    # format is left to measurement (rank 0 measures and tells rank 1); either format sums in float32.
     common = ["--data", "digits", "--image-size", "32", "--epochs", "1", "--batch-size", "64", "--no-progress"]
+    common += ["--amp", "off"]
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("crop_padding: 0\nflip: false\nlabel_smoothing: 0.0\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

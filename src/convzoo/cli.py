@@ -228,12 +228,13 @@ def _train_config(args: argparse.Namespace):
         "out": args.out,
         "device": args.device,
         "amp": args.amp,
+        "channels_last": args.channels_last,
         "clip_grad": args.clip_grad,
         "ema": args.ema,
         "seed": args.seed,
     }
     settings.update({k: v for k, v in cli.items() if v is not None})
-    for flag in ("resume", "channels_last", "compile", "deterministic", "sync_bn", "skip_corrupt", "tensorboard"):
+    for flag in ("resume", "compile", "deterministic", "sync_bn", "skip_corrupt", "tensorboard"):
         if getattr(args, flag):
             settings[flag] = True
     if args.no_progress:
@@ -402,14 +403,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/MODEL-DATA-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--amp", choices=["off", "bf16", "fp16"], help="mixed precision")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument(
+        "--amp",
+        choices=["auto", "off", "bf16", "fp16"],
+        help="mixed precision (default auto: the fastest the device runs natively, measured once and remembered)",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        help="channels-last memory format (default: whichever is measured faster)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
     p.add_argument("--ema", type=float, help="keep an exponential moving average of weights with this decay")
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels only")
-    p.add_argument("--sync-bn", action="store_true", help="synchronised batch norm in distributed runs")
+    p.add_argument("--sync-bn", action="store_true", help="synchronised batch norm in distributed runs (CUDA only)")
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted) instead of failing")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -7,7 +7,6 @@ existing folder is overwritten unless the run resumes from it, and everything is
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import datetime
@@ -30,8 +29,12 @@ from convzoo.models.base import classification_loss, main_logits
 from convzoo.train import distributed as dist_utils
 from convzoo.train.checkpoint import load_checkpoint, save_checkpoint
 from convzoo.train.recipes import LearningRate, Recipe, get_recipe
+from convzoo.train.tuning import StepFormat, autocast, candidate_formats, resolve_step_format
 
-AMP_MODES = ("off", "bf16", "fp16")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+# Drawing curves.png costs about half a second on a small CPU; during a run it is redrawn at most this often (and
+# always at the end, on Ctrl-C and on divergence), so short epochs are not slowed by plotting.
+PLOT_EVERY_S = 30.0
 # Settings that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {"resume", "progress", "out", "tensorboard"}
 
@@ -52,14 +55,17 @@ class TrainConfig:
         out: Run folder; default ``runs/<model>-<data>-<timestamp>``.
         resume: Continue the run in ``out`` from its ``last.pt``.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        amp: Mixed precision: ``"off"``, ``"bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA, with loss scaling).
-        channels_last: Train in the channels-last memory format.
+        amp: Mixed precision: ``"off"``, ``"bf16"`` (CPU or CUDA), ``"fp16"`` (CUDA, with loss scaling), or
+            ``"auto"``: the fastest of those the device runs natively, measured at the start of the run (see
+            `convzoo.train.tuning`; float32 in deterministic mode).
+        channels_last: Train in the channels-last memory format; None: whichever is faster, measured with ``amp``
+            (contiguous in deterministic mode).
         compile: Compile the model with ``torch.compile``.
         clip_grad: Clip the global gradient norm to this value.
         ema: Keep an exponential moving average of the weights with this decay (e.g. 0.999) and evaluate it.
         seed: Seed of weights, data order and augmentation.
         deterministic: Use deterministic kernels only (bitwise-reproducible runs).
-        sync_bn: Synchronise batch-norm statistics across processes.
+        sync_bn: Synchronise batch-norm statistics across processes (CUDA only, as PyTorch's SyncBatchNorm).
         skip_corrupt: Skip unreadable images in image folders (counted) instead of failing.
         eval_batch_size: Batch size for evaluation.
         progress: Show progress bars (None: only on a terminal).
@@ -77,8 +83,8 @@ class TrainConfig:
     out: str | None = None
     resume: bool = False
     device: str = "auto"
-    amp: str = "off"
-    channels_last: bool = False
+    amp: str = "auto"
+    channels_last: bool | None = None
     compile: bool = False
     clip_grad: float | None = None
     ema: float | None = None
@@ -159,7 +165,7 @@ def evaluate(
         for x, y in loader:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logits = main_logits(model(x)).float()
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
             k = min(5, logits.shape[1])
@@ -172,13 +178,6 @@ def evaluate(
     if total == 0:
         raise ValueError("the evaluation data set is empty")
     return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total, "loss": loss_sum / total, "n": total}
-
-
-def _autocast(device: torch.device, amp: str):
-    if amp == "off":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def default_out_dir(config: TrainConfig) -> Path:
@@ -230,6 +229,12 @@ class Trainer:
         self.dist, self.device = dist_utils.setup(cfg.device)
         if cfg.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 mixed precision needs CUDA; use --amp bf16 on the CPU")
+        if cfg.sync_bn and self.device.type != "cuda":
+            # DistributedDataParallel accepts SyncBatchNorm layers only on GPUs.
+            raise ValueError(
+                f"--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on {self.device.type}); "
+                f"on the CPU each process normalises its own share of the batch, so drop --sync-bn"
+            )
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
@@ -292,7 +297,9 @@ class Trainer:
         if cfg.sync_bn and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device)
-        if cfg.channels_last:
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
+        self.step_format, self.format_timings = self._step_format(model, per_rank, size)
+        if self.step_format.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.ema = None
@@ -301,8 +308,7 @@ class Trainer:
 
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
         self.optimizer = self._optimizer(model)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.step_format.amp == "fp16")
         steps_per_epoch = len(self.train_loader)
         self.total_steps = r.iterations or r.epochs * steps_per_epoch
         self.epochs = math.ceil(self.total_steps / steps_per_epoch)
@@ -314,6 +320,44 @@ class Trainer:
             )
         if cfg.compile:
             self.net = torch.compile(self.net)
+
+    def _step_format(self, model: nn.Module, batch_size: int, size: int) -> tuple[StepFormat, dict | None]:
+        """Precision and memory format of the training step: as configured, as saved (resuming), or measured."""
+        cfg = self.config
+        if self.resume_state is not None and "step_format" in self.resume_state:
+            return StepFormat(**self.resume_state["step_format"]), None
+        if cfg.deterministic or self.resume_state is not None:
+            # A deterministic run must not depend on a timing; a checkpoint without a recorded format predates
+            # the automatic choice, whose defaults were float32 and contiguous.
+            fmt = StepFormat("off" if cfg.amp == "auto" else cfg.amp, bool(cfg.channels_last))
+            return fmt, None
+        candidates = candidate_formats(self.device, amp=cfg.amp, channels_last=cfg.channels_last)
+        if len(candidates) == 1:
+            return candidates[0], None
+        chosen, timings = StepFormat(), None
+        if self.dist.is_main:
+            generator = torch.Generator().manual_seed(0)  # the run's own random streams are left alone
+            x = torch.randn(batch_size, self.in_chans, size, size, generator=generator).to(self.device)
+            y = torch.randint(0, self.num_classes, (batch_size,), generator=generator).to(self.device)
+            args = ",".join(f"{k}={v}" for k, v in sorted(cfg.model_args.items()))
+            key = f"{cfg.model}({args}) {self.num_classes} classes | {batch_size}x{self.in_chans}x{size}x{size}"
+            chosen, timings = resolve_step_format(model, (x, y), candidates, key=key, criterion=self.criterion)
+        return dist_utils.broadcast_object(chosen, self.dist), timings
+
+    def _format_note(self) -> str:
+        """The step format, and how it was chosen."""
+        note = self.step_format.label
+        if self.format_timings:
+            measured = ", ".join(f"{fmt.label} {1000 * t:.0f}" for fmt, t in self.format_timings.items())
+            note += f" (fastest measured, ms per forward/backward: {measured})"
+        elif self.format_timings is None and (self.config.amp == "auto" or self.config.channels_last is None):
+            if self.resume_state is not None:
+                note += " (as the run began)"
+            elif self.config.deterministic:
+                note += " (deterministic mode measures nothing)"
+            elif len(candidate_formats(self.device, amp=self.config.amp, channels_last=self.config.channels_last)) > 1:
+                note += " (fastest, from an earlier measurement)"
+        return note
 
     def _check_same_settings(self, saved: dict[str, Any]) -> None:
         now = self.config.as_dict()
@@ -370,6 +414,7 @@ class Trainer:
             "epoch": epoch,
             "step": step,
             "step_in_epoch": step_in_epoch,
+            "step_format": self.step_format.as_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "history": self.history,
             "best_top1": self.best_top1,
@@ -402,6 +447,15 @@ class Trainer:
 
     def run(self) -> RunResult:
         """Train, evaluate every epoch, checkpoint, and write the run folder's files."""
+        # Deterministic mode changes process-wide switches; they are put back, so a run leaves its caller as it was.
+        previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+        try:
+            return self._run()
+        finally:
+            torch.use_deterministic_algorithms(previous[0])
+            torch.backends.cudnn.benchmark = previous[1]
+
+    def _run(self) -> RunResult:
         self._prepare()
         cfg, r = self.config, self.recipe
         self.history: list[dict[str, Any]] = []
@@ -419,12 +473,14 @@ class Trainer:
                 f"{self.num_classes} classes) | recipe {r.name}: {r.optimizer} lr {r.lr:g}, batch {r.batch_size}, "
                 f"{self.total_steps} steps ({self.epochs} epochs) | {self.device}"
                 + (f" x{self.dist.world_size}" if self.dist.enabled else "")
+                + f" | {self._format_note()}"
                 + (f" | resuming at epoch {epoch + 1}, step {step}" if self.resume_state is not None else "")
             )
         previous_handler = signal.getsignal(signal.SIGINT)
         if main or not self.dist.enabled:
             signal.signal(signal.SIGINT, self._on_interrupt)
         start = time.perf_counter()
+        self._last_plot = start
         stopped = False
         try:
             while step < self.total_steps and not stopped:
@@ -452,9 +508,10 @@ class Trainer:
 
                         save_weights(self._eval_model(), self.out / "best.safetensors")
                 if main:
-                    self._write_metrics()
+                    self._write_metrics(plot=time.perf_counter() - self._last_plot >= PLOT_EVERY_S)
         except TrainingDiverged:
             if main:
+                self._write_metrics(plot=True)
                 self._log(f"kept the last good checkpoint: {self.out / 'last.pt'}")
             raise
         finally:
@@ -466,8 +523,10 @@ class Trainer:
             from convzoo.weights import save_weights
 
             save_weights(self._eval_model(), self.out / "model.safetensors", metadata={"data": cfg.data})
-            self._write_metrics()
+            self._write_metrics(plot=True)
             self._write_report(seconds)
+        elif main and stopped:
+            self._write_metrics(plot=True)
         dist_utils.barrier(self.dist)
         last = self.history[-1] if self.history else {}
         return RunResult(
@@ -514,9 +573,9 @@ class Trainer:
             lr = self.schedule(step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            if cfg.channels_last:
+            if self.step_format.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(self.device, cfg.amp):
+            with autocast(self.device, self.step_format.amp):
                 output = self.net(x)
                 loss = classification_loss(output, y, self.criterion)
             loss_value = loss.item()
@@ -576,8 +635,8 @@ class Trainer:
             self._eval_model(),
             self.test_loader,
             device=self.device,
-            amp=self.config.amp,
-            channels_last=self.config.channels_last,
+            amp=self.step_format.amp,
+            channels_last=self.step_format.channels_last,
         )
         self.schedule.end_of_epoch(test["top1"])
         is_best = self.best_top1 is None or test["top1"] > self.best_top1
@@ -622,7 +681,8 @@ class Trainer:
             raise ImportError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
         return SummaryWriter(log_dir=str(self.out / "tensorboard"))
 
-    def _write_metrics(self) -> None:
+    def _write_metrics(self, *, plot: bool) -> None:
+        """Rewrite metrics.csv and metrics.jsonl; redraw curves.png when `plot`."""
         if not self.history:
             return
         keys = list(self.history[0])
@@ -633,7 +693,9 @@ class Trainer:
         with open(self.out / "metrics.jsonl", "w") as f:
             for row in self.history:
                 f.write(json.dumps(row) + "\n")
-        plot_curves(self.history, self.out / "curves.png", title=f"{self.config.model} on {self.config.data}")
+        if plot:
+            plot_curves(self.history, self.out / "curves.png", title=f"{self.config.model} on {self.config.data}")
+            self._last_plot = time.perf_counter()
 
     def _write_report(self, seconds: float) -> None:
         from convzoo.analysis import count_params
@@ -652,6 +714,7 @@ class Trainer:
             f"- Data: {cfg.data}, {len(self.train_set)} training and {len(self.test_set)} test images of "
             f"{'x'.join(map(str, self.train_set.image_size))}.",
             f"- Recipe: {r.name} ({r.source}).",
+            f"- Step format: {self._format_note()}.",
             f"- Settings: {json.dumps({k: v for k, v in r.as_dict().items() if k not in ('name', 'source')})}",
             "",
             "| result | value |",

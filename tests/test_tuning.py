@@ -1,0 +1,149 @@
+"""Measuring the training step's precision and memory format: candidates, measurement, cache, and the engine."""
+
+import json
+import os
+
+import torch
+
+import convzoo
+from convzoo.cli import build_parser
+from convzoo.train import TrainConfig, Trainer, load_checkpoint, train, tuning
+from convzoo.train.tuning import StepFormat, candidate_formats, measure_formats, resolve_step_format
+
+CPU = torch.device("cpu")
+FP32, FP32_CL, BF16, BF16_CL = StepFormat(), StepFormat("off", True), StepFormat("bf16"), StepFormat("bf16", True)
+
+
+def small_batch():
+    return torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,))
+
+
+def test_candidates_follow_what_is_left_open(monkeypatch):
+    monkeypatch.setattr(tuning, "native_bf16", lambda device: True)
+    assert candidate_formats(CPU) == [FP32, FP32_CL, BF16, BF16_CL]
+    assert candidate_formats(CPU, channels_last=False) == [FP32, BF16]
+    assert candidate_formats(CPU, amp="off") == [FP32, FP32_CL]
+    assert candidate_formats(CPU, amp="bf16", channels_last=True) == [BF16_CL]
+    monkeypatch.setattr(tuning, "native_bf16", lambda device: False)  # emulated bf16 is never worth measuring
+    assert candidate_formats(CPU) == [FP32, FP32_CL]
+    assert FP32.label == "fp32" and BF16_CL.label == "bf16 channels-last"
+
+
+def test_measuring_changes_neither_the_model_nor_the_random_streams():
+    model = convzoo.create_model("resnet20", in_chans=1, num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = small_batch()
+    rng = torch.get_rng_state()
+    timings = measure_formats(model, batch, [FP32, FP32_CL])
+    assert set(timings) == {FP32, FP32_CL} and all(t > 0 for t in timings.values())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics included
+    assert all(p.grad is None for p in model.parameters())
+    assert model.conv1.weight.is_contiguous()
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_the_choice_is_cached_per_job_and_measured_again_when_the_options_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVZOO_HOME", str(tmp_path))
+    model = convzoo.create_model("lenet5", num_classes=10)
+    batch = torch.randn(2, 1, 32, 32), torch.randint(0, 10, (2,))
+    calls = []
+
+    def fake_measure(model, batch, candidates, criterion=None):
+        calls.append(list(candidates))
+        return {fmt: (0.001 if fmt == FP32_CL else 0.002) for fmt in candidates}
+
+    monkeypatch.setattr(tuning, "measure_formats", fake_measure)
+    chosen, timings = resolve_step_format(model, batch, [FP32, FP32_CL], key="lenet5 job")
+    assert chosen == FP32_CL and timings[FP32] == 0.002 and len(calls) == 1
+    saved = json.loads((tmp_path / "step-formats.json").read_text())
+    (entry,) = saved.values()
+    assert entry["chosen"] == "fp32 channels-last" and entry["ms_per_step"] == {"fp32": 2.0, "fp32 channels-last": 1.0}
+    assert resolve_step_format(model, batch, [FP32, FP32_CL], key="lenet5 job") == (FP32_CL, None)
+    assert len(calls) == 1  # read from the cache
+    resolve_step_format(model, batch, [FP32, FP32_CL, BF16, BF16_CL], key="lenet5 job")
+    resolve_step_format(model, batch, [FP32, FP32_CL], key="another job")
+    assert len(calls) == 3
+    assert len(json.loads((tmp_path / "step-formats.json").read_text())) == 2
+    (tmp_path / "step-formats.json").write_text("{not json")  # a damaged cache means measuring again
+    assert resolve_step_format(model, batch, [FP32, FP32_CL], key="lenet5 job")[0] == FP32_CL
+    assert len(calls) == 4
+    assert resolve_step_format(model, batch, [BF16], key="x") == (BF16, None) and len(calls) == 4
+
+
+def fast_config(tmp_path, name, **kwargs):
+    settings = dict(
+        data="digits", image_size=16, recipe_overrides={"epochs": 1}, out=str(tmp_path / name), progress=False
+    )
+    return TrainConfig(**{**settings, **kwargs})
+
+
+def force(monkeypatch, tmp_path, winner):
+    """Make the measurement pick ``winner`` among the candidates, with an empty cache."""
+    monkeypatch.setenv("CONVZOO_HOME", str(tmp_path / "home"))
+    seen = []
+
+    def fake_measure(model, batch, candidates, criterion=None):
+        seen.append(candidates)
+        assert batch[0].shape == (64, 1, 16, 16)
+        return {fmt: (0.001 if fmt == winner else 0.002) for fmt in candidates}
+
+    monkeypatch.setattr(tuning, "measure_formats", fake_measure)
+    monkeypatch.setattr(tuning, "native_bf16", lambda device: True)
+    return seen
+
+
+def test_the_engine_trains_in_the_measured_format_and_resumes_in_it(tmp_path, monkeypatch, capsys):
+    seen = force(monkeypatch, tmp_path, BF16_CL)
+    cfg = fast_config(tmp_path, "auto", recipe_overrides={"epochs": 2})
+
+    def stop(state):
+        if state.step == 5:
+            assert state.trainer.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+            state.request_stop()
+
+    Trainer(cfg, callbacks=[stop]).run()
+    assert seen == [[FP32, FP32_CL, BF16, BF16_CL]]
+    assert "bf16 channels-last (fastest measured" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "auto" / "last.pt")["step_format"] == {"amp": "bf16", "channels_last": True}
+    force(monkeypatch, tmp_path, FP32)  # the machine's opinion changed; the run keeps the format it began with
+    (tmp_path / "home" / "step-formats.json").unlink()
+    resumed = train(cfg, resume=True)
+    assert "as the run began" in (resumed.out / "report.md").read_text()
+    assert load_checkpoint(resumed.out / "last.pt")["step_format"] == {"amp": "bf16", "channels_last": True}
+
+
+def test_measuring_does_not_change_the_result(tmp_path, monkeypatch):
+    force(monkeypatch, tmp_path, FP32)
+    measured = train(fast_config(tmp_path, "measured"))
+    fixed = train(fast_config(tmp_path, "fixed", amp="off", channels_last=False))
+    a = load_checkpoint(measured.out / "last.pt")["model"]["state_dict"]
+    b = load_checkpoint(fixed.out / "last.pt")["model"]["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_deterministic_runs_measure_nothing(tmp_path, monkeypatch):
+    seen = force(monkeypatch, tmp_path, BF16_CL)
+    result = train(fast_config(tmp_path, "det", deterministic=True))
+    assert seen == []
+    assert not torch.are_deterministic_algorithms_enabled()  # the process-wide switch is put back
+    assert load_checkpoint(result.out / "last.pt")["step_format"] == {"amp": "off", "channels_last": False}
+    assert "deterministic mode measures nothing" in (result.out / "report.md").read_text()
+
+
+def test_command_line_flags():
+    parser = build_parser()
+    args = parser.parse_args(["train", "resnet20"])
+    assert args.amp is None and args.channels_last is None  # TrainConfig's defaults: auto
+    args = parser.parse_args(["train", "resnet20", "--amp", "auto", "--no-channels-last"])
+    assert args.amp == "auto" and args.channels_last is False
+    assert parser.parse_args(["train", "resnet20", "--channels-last"]).channels_last is True
+    assert TrainConfig().amp == "auto" and TrainConfig().channels_last is None
+
+
+def test_a_real_measurement(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVZOO_HOME", str(tmp_path))
+    model = convzoo.create_model("resnet20", in_chans=1, num_classes=10)
+    candidates = candidate_formats(CPU)  # with bf16 too where this CPU has it natively
+    chosen, timings = resolve_step_format(model, small_batch(), candidates, key="resnet20 tiny")
+    assert set(timings) == set(candidates) and chosen == min(timings, key=timings.get)
+    assert os.path.isfile(tmp_path / "step-formats.json")
