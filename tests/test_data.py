@@ -106,6 +106,27 @@ def test_digits_split_sizes_stratification_and_values():
     assert key(ours) == key(expected)
 
 
+def test_digits_are_read_without_importing_scikit_learn_and_fall_back_to_it(monkeypatch, tmp_path):
+    import importlib.util
+    import subprocess
+    import sys
+
+    from convzoo.data import datasets
+
+    code = "import sys; from convzoo.data import load_dataset; load_dataset('digits'); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    direct = datasets._digits_arrays()
+    real = importlib.util.find_spec("sklearn")
+    moved = importlib.util.spec_from_file_location("sklearn", tmp_path / "__init__.py", submodule_search_locations=[])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: moved if name == "sklearn" else real)
+    moved.submodule_search_locations.append(str(tmp_path))  # a layout without the csv file: load_digits is asked
+    fallback = datasets._digits_arrays()
+    assert all(np.array_equal(a, b) for a, b in zip(direct, fallback))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="pip install scikit-learn"):
+        datasets._digits_arrays()
+
+
 def test_digits_resizing_channels_and_determinism():
     train, test = load_dataset("digits", image_size=16, in_chans=3)
     assert train.image_size == test.image_size == (3, 16, 16)

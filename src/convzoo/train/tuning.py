@@ -15,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -106,47 +106,52 @@ def measure_formats(
     candidates: list[StepFormat],
     *,
     criterion: Callable[..., torch.Tensor] | None = None,
-    repeats: int = 2,
+    rounds: int = 3,
 ) -> dict[StepFormat, float]:
-    """Seconds per forward/backward pass of ``model`` on ``batch`` in each format (median of ``repeats``).
+    """Seconds per forward/backward pass of ``model`` on ``batch`` in each format.
 
-    The model is copied, so its weights, batch-norm statistics and gradients are untouched, and the random number
-    generators are restored afterwards, so measuring does not change what the run computes.
+    Each format first runs once untimed (building kernels and caches), then the formats take turns for ``rounds``
+    rounds and each keeps its fastest pass: a burst of load from elsewhere on the machine then slows one pass, not
+    one format's every pass. The model is copied, so its weights, batch-norm statistics and gradients are untouched,
+    and the random number generators are restored afterwards, so measuring does not change what the run computes.
     """
     x, y = batch
     device = x.device
     criterion = criterion or nn.CrossEntropyLoss()
     devices = [device] if device.type == "cuda" else []
-    timings: dict[StepFormat, float] = {}
+    best: dict[StepFormat, float] = {}
+    failed: set[StepFormat] = set()
     with torch.random.fork_rng(devices=devices):
         probe = copy.deepcopy(model).train()
-        for fmt in candidates:
-            memory_format = torch.channels_last if fmt.channels_last else torch.contiguous_format
-            probe = probe.to(memory_format=memory_format)
-            inputs = x.contiguous(memory_format=memory_format)
-            seconds = []
-            try:
-                for i in range(repeats + 1):  # the first pass builds kernels and caches: not timed
+        for timed in [False] + [True] * rounds:
+            for fmt in candidates:
+                if fmt in failed:
+                    continue
+                memory_format = torch.channels_last if fmt.channels_last else torch.contiguous_format
+                probe = probe.to(memory_format=memory_format)
+                inputs = x.contiguous(memory_format=memory_format)
+                try:
                     _sync(device)
                     start = time.perf_counter()
                     with autocast(device, fmt.amp):
                         loss = classification_loss(probe(inputs), y, criterion)
                     loss.float().backward()
-                    probe.zero_grad(set_to_none=True)
                     _sync(device)
-                    if i:
-                        seconds.append(time.perf_counter() - start)
-            except torch.cuda.OutOfMemoryError:
-                # The copy doubles the weights; a format that does not fit beside them is not chosen.
-                probe.zero_grad(set_to_none=True)
+                    seconds = time.perf_counter() - start
+                except torch.cuda.OutOfMemoryError:
+                    # The copy doubles the weights; a format that does not fit beside them is not chosen.
+                    failed.add(fmt)
+                    seconds = None
                 loss = None
-                torch.cuda.empty_cache()
-                continue
-            timings[fmt] = statistics.median(seconds)
+                probe.zero_grad(set_to_none=True)
+                if seconds is None:
+                    torch.cuda.empty_cache()
+                elif timed:
+                    best[fmt] = min(seconds, best.get(fmt, math.inf))
         del probe
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return timings
+    return {fmt: best[fmt] for fmt in candidates if fmt in best}
 
 
 def _cache_path() -> Path:
