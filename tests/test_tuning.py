@@ -70,6 +70,24 @@ def test_the_choice_is_cached_per_job_and_measured_again_when_the_options_change
     assert resolve_step_format(model, batch, [BF16], key="x") == (BF16, None) and len(calls) == 4
 
 
+def test_a_close_call_is_measured_again_by_the_next_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVZOO_HOME", str(tmp_path))
+    model = convzoo.create_model("lenet5", num_classes=10)
+    batch = torch.randn(2, 1, 32, 32), torch.randint(0, 10, (2,))
+    draws = iter([(1.00, 1.05), (1.20, 0.98), (1.10, 1.10), (0.5, 0.5)])  # ms for fp32, fp32 channels-last
+
+    def fake_measure(model, batch, candidates, criterion=None):
+        a, b = next(draws)
+        return {FP32: a / 1000, FP32_CL: b / 1000}
+
+    monkeypatch.setattr(tuning, "measure_formats", fake_measure)
+    chosen = [resolve_step_format(model, batch, [FP32, FP32_CL], key="close")[0] for _ in range(4)]
+    assert chosen == [FP32, FP32_CL, FP32_CL, FP32_CL]  # the fourth run reads the settled choice
+    (entry,) = json.loads((tmp_path / "step-formats.json").read_text()).values()
+    assert entry["runs"] == 3 and entry["ms_per_step"] == {"fp32": 1.0, "fp32 channels-last": 0.98}
+    assert next(draws) == (0.5, 0.5)  # not measured a fourth time
+
+
 def fast_config(tmp_path, name, **kwargs):
     settings = dict(
         data="digits", image_size=16, recipe_overrides={"epochs": 1}, out=str(tmp_path / name), progress=False
