@@ -1,5 +1,6 @@
 """The shared model interface, enforced for every registered model: registering a model is enough to get it checked."""
 
+import copy
 import math
 
 import pytest
@@ -92,6 +93,33 @@ def test_trains_one_step(model):
             if losses[-1] < loss.item():
                 break
     assert min(losses) < loss.item(), (loss.item(), losses)
+
+
+def test_every_step_format_the_engine_may_choose(model):
+    """Channels-last computes what the contiguous layout computes; bf16 autocast trains with finite gradients.
+
+    The training engine picks whichever of these is fastest for a job (`convzoo.train.tuning`), for any model. The
+    layouts are compared in float64: an untrained deep network amplifies float32 rounding past any fixed tolerance.
+    """
+    net = copy.deepcopy(model).double().eval()
+    x = small_input(net)
+    with torch.no_grad():
+        expected = main_logits(net(x))
+        net = net.to(memory_format=torch.channels_last)
+        got = main_logits(net(x.contiguous(memory_format=torch.channels_last)))
+    if model.model_name in OVERFLOW_FLOAT32:
+        # 1,200 plain layers turn any change in the order of sums into a different result (logits near 1e72), and
+        # bf16 has float32's range, which this network's gradients exceed (see the float32 test below).
+        assert got.shape == expected.shape and torch.isfinite(got).all()
+        return
+    torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-7 * expected.abs().max().item())
+    net = net.float().train()
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x.float().contiguous(memory_format=torch.channels_last))
+        loss = classification_loss(out, torch.tensor([1, 4]))
+    loss.float().backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in net.parameters() if p.requires_grad)
 
 
 def test_interface(model):
