@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from convzoo._files import convzoo_home, write_atomically
 
 # Wrappers that training scripts commonly put around a state_dict, tried in this order.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
@@ -76,7 +77,7 @@ def list_weights(model: str | None = None) -> list[WeightsEntry]:
 
 def cache_dir() -> Path:
     """Where downloaded weights are kept: ``$CONVZOO_HOME/weights``, default ``~/.cache/convzoo/weights``."""
-    return Path(os.environ.get("CONVZOO_HOME", Path.home() / ".cache" / "convzoo")) / "weights"
+    return convzoo_home() / "weights"
 
 
 def _sha256(path: Path) -> str:
@@ -263,16 +264,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str], *, metadata: di
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"weights are saved as safetensors; give a path ending in .safetensors, not {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": "pt", "model_name": str(getattr(model, "model_name", type(model).__name__))}
     meta.update(metadata or {})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomically(path, lambda tmp: save_file(state, tmp, metadata=meta))

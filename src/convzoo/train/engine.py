@@ -298,7 +298,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
-        self.step_format, self.format_timings = self._step_format(model, per_rank, size)
+        self.step_format, self.format_note = self._step_format(model, per_rank, size)
         if self.step_format.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -321,19 +321,23 @@ class Trainer:
         if cfg.compile:
             self.net = torch.compile(self.net)
 
-    def _step_format(self, model: nn.Module, batch_size: int, size: int) -> tuple[StepFormat, dict | None]:
-        """Precision and memory format of the training step: as configured, as saved (resuming), or measured."""
+    def _step_format(self, model: nn.Module, batch_size: int, size: int) -> tuple[StepFormat, str]:
+        """Precision and memory format of the training step, and how they were chosen (for the log and report)."""
         cfg = self.config
+        left_open = cfg.amp == "auto" or cfg.channels_last is None
         if self.resume_state is not None and "step_format" in self.resume_state:
-            return StepFormat(**self.resume_state["step_format"]), None
+            fmt = StepFormat(**self.resume_state["step_format"])
+            return fmt, fmt.label + (" (as the run began)" if left_open else "")
         if cfg.deterministic or self.resume_state is not None:
             # A deterministic run must not depend on a timing; a checkpoint without a recorded format predates
             # the automatic choice, whose defaults were float32 and contiguous.
             fmt = StepFormat("off" if cfg.amp == "auto" else cfg.amp, bool(cfg.channels_last))
-            return fmt, None
+            if not left_open:
+                return fmt, fmt.label
+            return fmt, fmt.label + (" (as the run began)" if cfg.resume else " (deterministic mode measures nothing)")
         candidates = candidate_formats(self.device, amp=cfg.amp, channels_last=cfg.channels_last)
         if len(candidates) == 1:
-            return candidates[0], None
+            return candidates[0], candidates[0].label
         chosen, timings = StepFormat(), None
         if self.dist.is_main:
             generator = torch.Generator().manual_seed(0)  # the run's own random streams are left alone
@@ -342,22 +346,11 @@ class Trainer:
             args = ",".join(f"{k}={v}" for k, v in sorted(cfg.model_args.items()))
             key = f"{cfg.model}({args}) {self.num_classes} classes | {batch_size}x{self.in_chans}x{size}x{size}"
             chosen, timings = resolve_step_format(model, (x, y), candidates, key=key, criterion=self.criterion)
-        return dist_utils.broadcast_object(chosen, self.dist), timings
-
-    def _format_note(self) -> str:
-        """The step format, and how it was chosen."""
-        note = self.step_format.label
-        if self.format_timings:
-            measured = ", ".join(f"{fmt.label} {1000 * t:.0f}" for fmt, t in self.format_timings.items())
-            note += f" (fastest measured, ms per forward/backward: {measured})"
-        elif self.format_timings is None and (self.config.amp == "auto" or self.config.channels_last is None):
-            if self.resume_state is not None:
-                note += " (as the run began)"
-            elif self.config.deterministic:
-                note += " (deterministic mode measures nothing)"
-            elif len(candidate_formats(self.device, amp=self.config.amp, channels_last=self.config.channels_last)) > 1:
-                note += " (fastest, from an earlier measurement)"
-        return note
+        chosen = dist_utils.broadcast_object(chosen, self.dist)
+        if timings:
+            measured = ", ".join(f"{fmt.label} {1000 * t:.0f}" for fmt, t in timings.items())
+            return chosen, f"{chosen.label} (fastest measured, ms per forward/backward: {measured})"
+        return chosen, f"{chosen.label} (fastest, from an earlier measurement)"
 
     def _check_same_settings(self, saved: dict[str, Any]) -> None:
         now = self.config.as_dict()
@@ -473,7 +466,7 @@ class Trainer:
                 f"{self.num_classes} classes) | recipe {r.name}: {r.optimizer} lr {r.lr:g}, batch {r.batch_size}, "
                 f"{self.total_steps} steps ({self.epochs} epochs) | {self.device}"
                 + (f" x{self.dist.world_size}" if self.dist.enabled else "")
-                + f" | {self._format_note()}"
+                + f" | {self.format_note}"
                 + (f" | resuming at epoch {epoch + 1}, step {step}" if self.resume_state is not None else "")
             )
         previous_handler = signal.getsignal(signal.SIGINT)
@@ -714,7 +707,7 @@ class Trainer:
             f"- Data: {cfg.data}, {len(self.train_set)} training and {len(self.test_set)} test images of "
             f"{'x'.join(map(str, self.train_set.image_size))}.",
             f"- Recipe: {r.name} ({r.source}).",
-            f"- Step format: {self._format_note()}.",
+            f"- Step format: {self.format_note}.",
             f"- Settings: {json.dumps({k: v for k, v in r.as_dict().items() if k not in ('name', 'source')})}",
             "",
             "| result | value |",

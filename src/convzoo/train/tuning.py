@@ -16,9 +16,7 @@ import contextlib
 import copy
 import json
 import math
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from convzoo._files import convzoo_home, write_atomically
 from convzoo.models.base import classification_loss
 
 __all__ = ["StepFormat", "autocast", "candidate_formats", "measure_formats", "native_bf16", "resolve_step_format"]
@@ -155,7 +154,7 @@ def measure_formats(
 
 
 def _cache_path() -> Path:
-    return Path(os.environ.get("CONVZOO_HOME", Path.home() / ".cache" / "convzoo")) / "step-formats.json"
+    return convzoo_home() / "step-formats.json"
 
 
 def _device_name(device: torch.device) -> str:
@@ -179,17 +178,10 @@ def _read_cache() -> dict[str, Any]:
 
 
 def _write_cache(key: str, entry: dict[str, Any]) -> None:
-    path = _cache_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = _read_cache()
-        data[key] = entry
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".step-formats-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home only costs the next run another measurement
+    data = _read_cache()
+    data[key] = entry
+    with contextlib.suppress(OSError):  # a read-only home only costs the next run another measurement
+        write_atomically(_cache_path(), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True)))
 
 
 # When the two fastest formats are within this fraction of each other, one measurement may have picked the wrong
