@@ -24,7 +24,7 @@ from convzoo.data import (
 )
 from convzoo.data.shapes import SHAPES, TEXTURES
 
-REAL_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+REAL_CIFAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10"
 needs_real_cifar = pytest.mark.skipif(
     not (REAL_CIFAR / "test.npz").is_file(), reason=f"real CIFAR-10 arrays not present at {REAL_CIFAR}"
 )

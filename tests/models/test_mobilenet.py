@@ -1,9 +1,5 @@
 """The MobileNet family: the paper's parameter and multiply-add tables, torchvision equivalence, golden outputs."""
 
-import json
-import os
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
@@ -11,9 +7,6 @@ import torchvision
 
 import convzoo
 from convzoo.layers.mobile import DepthwiseSeparable, InvertedResidual, make_divisible
-
-EXPECT = Path(__file__).parent / "expect"
-REGEN = os.environ.get("CONVZOO_REGEN_EXPECT") == "1"
 
 V1_WIDTHS = {"mobilenet_v1": 1.0, "mobilenet_v1_075": 0.75, "mobilenet_v1_050": 0.5, "mobilenet_v1_025": 0.25}
 
@@ -329,12 +322,6 @@ def golden_logits(name: str, size: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_golden_outputs(name):
-    path = EXPECT / f"{name}.json"
-    logits = golden_logits(name, GOLDEN[name])
-    if REGEN:
-        path.parent.mkdir(exist_ok=True)
-        size = GOLDEN[name]
-        path.write_text(json.dumps({"model": name, "input": [2, 3, size, size], "logits": logits.tolist()}) + "\n")
-    expected = json.loads(path.read_text())
-    torch.testing.assert_close(logits, torch.tensor(expected["logits"], dtype=torch.float64), rtol=1e-7, atol=1e-9)
+def test_golden_outputs(name, golden):
+    size = GOLDEN[name]
+    golden(name, {"logits": golden_logits(name, size)}, model=name, input=[2, 3, size, size])

@@ -1,7 +1,6 @@
 """NASNet-A: the paper's parameter and multiply-add figures, the searched cells, the peers' layouts, golden outputs."""
 
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -16,8 +15,7 @@ from convzoo.layers.nas import FactorizedReduction, SamePool2d, SeparableStack, 
 from convzoo.models.base import AuxOutputs, classification_loss
 from convzoo.models.nasnet import NORMAL_CELL, REDUCTION_CELL, Cell, CellSpec, NASNet
 
-EXPECT = Path(__file__).parent / "expect"
-REGEN = os.environ.get("CONVZOO_REGEN_EXPECT") == "1"
+EXPECT = Path(__file__).parents[1] / "expect"
 NAMES = ("nasnet_a_mobile", "nasnet_a_large")
 
 
@@ -429,14 +427,6 @@ def golden_logits(size: int) -> torch.Tensor:
         return model.eval()(x)
 
 
-def test_golden_outputs():
+def test_golden_outputs(golden):
     # 48 pixels: the stem convolution leaves 23, then 12, 6, 3 and 2: symmetric and lopsided "SAME" padding alike.
-    path = EXPECT / "nasnet_a_mobile.json"
-    logits = golden_logits(48)
-    if REGEN:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(
-            json.dumps({"model": "nasnet_a_mobile", "input": [2, 3, 48, 48], "logits": logits.tolist()}) + "\n"
-        )
-    expected = json.loads(path.read_text())
-    torch.testing.assert_close(logits, torch.tensor(expected["logits"], dtype=torch.float64), rtol=1e-7, atol=1e-9)
+    golden("nasnet_a_mobile", {"logits": golden_logits(48)}, model="nasnet_a_mobile", input=[2, 3, 48, 48])

@@ -1,10 +1,7 @@
 """DenseNet: torchvision equivalence (current and legacy keys), the paper's parameter counts, the memory-efficient
 mode's identical outputs, gradients and statistics at lower memory, dropout placement and golden CIFAR outputs."""
 
-import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +12,6 @@ from torch.utils.checkpoint import checkpoint
 import convzoo
 from convzoo.layers import dense
 from convzoo.layers.dense import DenseLayer
-
-EXPECT = Path(__file__).parent / "expect"
-REGEN = os.environ.get("CONVZOO_REGEN_EXPECT") == "1"
 
 
 def n_params(name: str, **kwargs) -> int:
@@ -274,12 +268,6 @@ def golden_logits(name: str, size: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", sorted(TABLE_2))
-def test_golden_outputs(name):
+def test_golden_outputs(name, golden):
     """No installed library has the CIFAR DenseNets; these outputs pin the implementation down."""
-    path = EXPECT / f"{name}.json"
-    logits = golden_logits(name, 8)
-    if REGEN:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps({"model": name, "input": [2, 3, 8, 8], "logits": logits.tolist()}) + "\n")
-    expected = json.loads(path.read_text())
-    torch.testing.assert_close(logits, torch.tensor(expected["logits"], dtype=torch.float64), rtol=1e-7, atol=1e-9)
+    golden(name, {"logits": golden_logits(name, 8)}, model=name, input=[2, 3, 8, 8])

@@ -2,9 +2,6 @@
 are the average of the class-evidence map, golden outputs."""
 
 import functools
-import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +10,6 @@ import torch.nn as nn
 import convzoo
 from convzoo.analysis.receptive import receptive_fields
 from convzoo.models.bagnet import BagNetBottleneck
-
-EXPECT = Path(__file__).parent / "expect"
-REGEN = os.environ.get("CONVZOO_REGEN_EXPECT") == "1"
 
 PATCH = {"bagnet9": 9, "bagnet17": 17, "bagnet33": 33}
 # How many leading blocks of each stage keep a 3x3 convolution, as the authors' bagnet9/17/33 builders set it.
@@ -199,20 +193,10 @@ def test_cards():
 
 
 @pytest.mark.parametrize("name", sorted(PATCH))
-def test_golden_outputs(name):
+def test_golden_outputs(name, golden):
     q = PATCH[name]
     model = calibrated(name)
     x = torch.randn(2, 3, q + 8, q + 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         evidence, logits = model.patch_logits(x), model(x)
-    path = EXPECT / f"{name}.json"
-    if REGEN:
-        path.parent.mkdir(exist_ok=True)
-        record = {"model": name, "input": list(x.shape), "logits": logits.tolist(), "patch_logits": evidence.tolist()}
-        path.write_text(json.dumps(record) + "\n")
-    expected = json.loads(path.read_text())
-    assert expected["input"] == [2, 3, q + 8, q + 8]
-    torch.testing.assert_close(
-        evidence, torch.tensor(expected["patch_logits"], dtype=torch.float64), rtol=1e-7, atol=1e-9
-    )
-    torch.testing.assert_close(logits, torch.tensor(expected["logits"], dtype=torch.float64), rtol=1e-7, atol=1e-9)
+    golden(name, {"logits": logits, "patch_logits": evidence}, model=name, input=[2, 3, q + 8, q + 8])

@@ -2,10 +2,6 @@
 the negative gate bias, a 60-layer stack whose signal and gradient survive where its plain twin's vanish, golden
 outputs."""
 
-import json
-import os
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
@@ -13,9 +9,6 @@ import torch.nn as nn
 import convzoo
 from convzoo.layers.highway import HighwayConv2d
 from convzoo.models.highway import PlainConv2d
-
-EXPECT = Path(__file__).parent / "expect"
-REGEN = os.environ.get("CONVZOO_REGEN_EXPECT") == "1"
 
 
 def n_params(name: str, **kwargs) -> int:
@@ -135,7 +128,7 @@ def test_card_cites_table_3():
     assert card.reported[1].dataset == "CIFAR-100" and card.reported[1].value == 67.76
 
 
-def test_golden_outputs():
+def test_golden_outputs(golden):
     """No installed library has highway networks; these outputs pin the implementation down."""
     name, size = "highway_cifar_19", 16
     torch.manual_seed(0)
@@ -143,9 +136,4 @@ def test_golden_outputs():
     x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         logits = model.eval()(x)
-    path = EXPECT / f"{name}.json"
-    if REGEN:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps({"model": name, "input": [2, 3, size, size], "logits": logits.tolist()}) + "\n")
-    expected = json.loads(path.read_text())
-    torch.testing.assert_close(logits, torch.tensor(expected["logits"], dtype=torch.float64), rtol=1e-7, atol=1e-9)
+    golden(name, {"logits": logits}, model=name, input=[2, 3, size, size])

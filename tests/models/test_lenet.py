@@ -1,19 +1,12 @@
 """LeNet-5: the paper's per-layer parameter counts and map sizes, the C3 connection table of Table I, the trainable
 subsampling layers, the fully connected head, and golden outputs (no installed peer ships LeNet-5)."""
 
-import json
-import math
-import os
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
 
 import convzoo
 from convzoo.models.lenet import LECUN_C3_TABLE, ConnectionTableConv2d, ScaledTanh, Subsampling, map_size
-
-EXPECT = Path(__file__).parent / "expect"
 
 
 def lenet(**kwargs) -> nn.Module:
@@ -225,19 +218,8 @@ def lenet5_outputs() -> dict[str, list]:
         return {"logits": model.forward_head(features).tolist(), "c5": features.flatten(1)[:, :16].tolist()}
 
 
-def test_golden_outputs():
-    path = EXPECT / "lenet5.json"
-    outputs = lenet5_outputs()
-    if os.environ.get("CONVZOO_REGEN_EXPECT") == "1":
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(outputs, indent=1) + "\n")
-    expected = json.loads(path.read_text())
-    assert set(outputs) == set(expected)
-    for key, value in outputs.items():
-        want = torch.tensor(expected[key])
-        scale = want.abs().max().item()
-        assert math.isfinite(scale) and scale > 0
-        torch.testing.assert_close(torch.tensor(value), want, rtol=1e-4, atol=1e-4 * scale, msg=key)
+def test_golden_outputs(golden):
+    golden("lenet5", {key: torch.tensor(value) for key, value in lenet5_outputs().items()})
 
 
 def test_default_channels_follow_the_card():

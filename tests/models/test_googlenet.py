@@ -1,11 +1,6 @@
 """GoogLeNet (Szegedy et al. 2015): Table 1, torchvision equivalence, auxiliary classifiers, and the Inception module's
 cost with and without dimension reductions."""
 
-import json
-import math
-import os
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
@@ -15,8 +10,6 @@ import convzoo
 from convzoo.layers.inception import ConvNormAct, Inception, NaiveInception, pad_to_size
 from convzoo.models.base import AuxOutputs, classification_loss
 from convzoo.models.googlenet import GOOGLENET_TABLE
-
-EXPECT = Path(__file__).parent / "expect"
 
 
 def n_params(name: str, **kwargs) -> int:
@@ -505,19 +498,8 @@ def googlenet_2014_outputs() -> dict[str, list]:
     }
 
 
-def test_googlenet_2014_golden_outputs():
-    path = EXPECT / "googlenet_2014.json"
-    outputs = googlenet_2014_outputs()
-    if os.environ.get("CONVZOO_REGEN_EXPECT") == "1":
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(outputs, indent=1) + "\n")
-    expected = json.loads(path.read_text())
-    assert set(outputs) == set(expected)
-    for key, value in outputs.items():
-        want = torch.tensor(expected[key])
-        scale = want.abs().max().item()
-        assert math.isfinite(scale) and scale > 0
-        torch.testing.assert_close(torch.tensor(value), want, rtol=1e-4, atol=1e-4 * scale, msg=key)
+def test_googlenet_2014_golden_outputs(golden):
+    golden("googlenet_2014", {key: torch.tensor(value) for key, value in googlenet_2014_outputs().items()})
 
 
 # Table 1's "params" column, in thousands (seed 001). conv1's 2.7K is an erratum (see TABLE1_OPS above), and so is

@@ -1,10 +1,6 @@
 """FractalNet: the expansion rule (columns, depths, joins), the mean join, local and global drop-path, single-column
 evaluation, the parameter count of the paper's layout and golden outputs."""
 
-import json
-import os
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
@@ -13,8 +9,6 @@ import convzoo
 from convzoo.models import fractalnet as fractal
 from convzoo.models.fractalnet import ConvUnit, expansion_joins, fractal_join, sample_local_keep
 
-EXPECT = Path(__file__).parent / "expect"
-REGEN = os.environ.get("CONVZOO_REGEN_EXPECT") == "1"
 SMALL = {"channels": (4, 6, 8, 8, 8)}  # the paper's layout with few filters, for fast behavioural tests
 
 
@@ -221,7 +215,7 @@ def test_card_cites_table_1():
     ]
 
 
-def test_golden_outputs():
+def test_golden_outputs(golden):
     """No installed library has FractalNet; these outputs pin the implementation down (all columns, then column 3)."""
     name, size = "fractalnet_20", 32
     torch.manual_seed(0)
@@ -236,11 +230,4 @@ def test_golden_outputs():
         logits = model.eval()(x)
         model.column = 3
         deepest = model(x)
-    path = EXPECT / f"{name}.json"
-    if REGEN:
-        path.parent.mkdir(exist_ok=True)
-        record = {"model": name, "input": [2, 3, size, size], "logits": logits.tolist(), "column3": deepest.tolist()}
-        path.write_text(json.dumps(record) + "\n")
-    expected = json.loads(path.read_text())
-    torch.testing.assert_close(logits, torch.tensor(expected["logits"], dtype=torch.float64), rtol=1e-7, atol=1e-9)
-    torch.testing.assert_close(deepest, torch.tensor(expected["column3"], dtype=torch.float64), rtol=1e-7, atol=1e-9)
+    golden(name, {"logits": logits, "column3": deepest}, model=name, input=[2, 3, size, size])
