@@ -23,6 +23,7 @@ from convzoo.data import (
     stratified_split,
 )
 from convzoo.data.shapes import SHAPES, TEXTURES
+from convzoo.data.stats import CIFAR10_MEAN, CIFAR10_STD
 
 REAL_CIFAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10"
 needs_real_cifar = pytest.mark.skipif(
@@ -111,20 +112,20 @@ def test_digits_are_read_without_importing_scikit_learn_and_fall_back_to_it(monk
     import subprocess
     import sys
 
-    from convzoo.data import datasets
+    from convzoo.data import classic
 
     code = "import sys; from convzoo.data import load_dataset; load_dataset('digits'); print('sklearn' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
-    direct = datasets._digits_arrays()
+    direct = classic._digits_arrays()
     real = importlib.util.find_spec("sklearn")
     moved = importlib.util.spec_from_file_location("sklearn", tmp_path / "__init__.py", submodule_search_locations=[])
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: moved if name == "sklearn" else real)
     moved.submodule_search_locations.append(str(tmp_path))  # a layout without the csv file: load_digits is asked
-    fallback = datasets._digits_arrays()
+    fallback = classic._digits_arrays()
     assert all(np.array_equal(a, b) for a, b in zip(direct, fallback))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match="pip install scikit-learn"):
-        datasets._digits_arrays()
+        classic._digits_arrays()
 
 
 def test_digits_resizing_channels_and_determinism():
@@ -463,6 +464,16 @@ def test_real_cifar10_npz_as_shipped():
     train, test = load_dataset(str(REAL_CIFAR / "test.npz"))
     assert (len(train), len(test)) == (8000, 2000) and train.classes == CIFAR_CLASSES
     assert torch.bincount(test.labels).tolist() == [200] * 10
+
+
+@pytest.mark.skipif(
+    not (REAL_CIFAR / "train.npz").is_file(), reason=f"real CIFAR-10 arrays not present at {REAL_CIFAR}"
+)
+def test_cifar10_statistics_are_those_of_its_training_set():
+    train, _ = load_dataset(str(REAL_CIFAR / "train.npz"))
+    assert len(train) == 50000
+    mean, std = train.mean_std()
+    assert mean == pytest.approx(CIFAR10_MEAN, abs=5e-5) and std == pytest.approx(CIFAR10_STD, abs=5e-5)
 
 
 # -- Augment ----------------------------------------------------------------------------------------------------------

@@ -10,18 +10,11 @@ for epoch in range(epochs):
         ...
 """
 
-from convzoo.data.datasets import (
-    ArrayDataset,
-    convert_channels,
-    dataset_names,
-    default_data_root,
-    load_dataset,
-    load_image_folder,
-    load_npz,
-    resize_images,
-    stratified_split,
-)
+from convzoo.data.arrays import ArrayDataset, convert_channels, resize_images, stratified_split
+from convzoo.data.classic import default_data_root
+from convzoo.data.datasets import dataset_names, load_dataset
 from convzoo.data.loader import FastLoader
+from convzoo.data.readers import load_image_folder, load_npz
 from convzoo.data.shapes import make_shapes
 from convzoo.data.transforms import Augment
 

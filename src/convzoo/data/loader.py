@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
-from convzoo.data.datasets import ArrayDataset, derive_seed, intra_op_threads
+from convzoo.data.arrays import ArrayDataset, derive_seed, intra_op_threads
 from convzoo.data.transforms import Augment
 
 

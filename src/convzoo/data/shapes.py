@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from convzoo.data.datasets import ArrayDataset, derive_seed, intra_op_threads
+from convzoo.data.arrays import ArrayDataset, derive_seed, intra_op_threads
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 TEXTURES = ("plain", "stripes", "dots", "checkerboard", "noise")

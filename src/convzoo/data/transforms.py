@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from convzoo.data.datasets import LUMA
+from convzoo.data.arrays import LUMA
 
 PADDING_MODES = ("zeros", "reflect", "replicate")
 
