@@ -1,5 +1,7 @@
 """convzoo: the convolutional networks of the lectures, faithful to their papers, with the tools to study them."""
 
+# Importing the models package registers every family, so the registry is complete once convzoo is imported.
+import convzoo.models  # noqa: F401
 from convzoo.analysis import count_macs, count_params, summary
 from convzoo.factory import create_model
 from convzoo.models.base import ConvNet, FeatureExtractor, FeatureInfo

@@ -1,5 +1,7 @@
 """Model registry: names, model cards and the builders behind `create_model`.
 
+The families register themselves when `convzoo.models` is imported, which importing `convzoo` does.
+
 Every network is registered under one lower_snake name together with a `ModelCard` that says where it comes from
 (paper, year, venue), what it expects (input size, normalisation, number of classes) and what its paper reported.
 """
@@ -9,16 +11,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch.nn as nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+from convzoo.data.stats import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -144,11 +144,6 @@ def register_model(card: ModelCard, builder: Callable[..., nn.Module]) -> None:
     _REGISTRY[card.name] = _Entry(card, builder)
 
 
-def _ensure_loaded() -> None:
-    # Importing the models package runs every family's registrations.
-    import convzoo.models  # noqa: F401
-
-
 def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
     """Registered model names matching a shell-style pattern, sorted.
 
@@ -156,7 +151,6 @@ def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
         pattern: fnmatch pattern such as ``"resnet*"``; a list of patterns is also accepted.
         family: Only models of this family (``"resnet"``, ...).
     """
-    _ensure_loaded()
     patterns: Sequence[str] = [pattern] if isinstance(pattern, str) else list(pattern)
     names = [
         n
@@ -168,13 +162,10 @@ def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
 
 def _natural_key(name: str) -> list[Any]:
     # resnet20 < resnet110 < resnet1202, not lexicographic.
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def _lookup(name: str) -> _Entry:
-    _ensure_loaded()
     if name in _REGISTRY:
         return _REGISTRY[name]
     close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.6)
@@ -231,6 +222,40 @@ def config_builder(name: str, cfg: Any, model_cls: Callable[..., nn.Module]) -> 
     return build
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One registered member of a family: its configuration and what its model card says.
+
+    Attributes:
+        name: The registered name.
+        cfg: The family's architecture configuration.
+        paper: The publication it comes from.
+        defaults: The card's input size, class count and normalisation (``IMAGENET_DEFAULTS``, ...).
+        reported: What the paper reported for it.
+        notes: Anything else a user should know.
+    """
+
+    name: str
+    cfg: Any
+    paper: Paper
+    defaults: Mapping[str, Any]
+    reported: tuple[Reported, ...] = ()
+    notes: str = ""
+
+
+def register_family(
+    family: str,
+    model_cls: Callable[..., nn.Module],
+    variants: Iterable[Variant],
+    *,
+    builder: Callable[[str, Any, Callable[..., nn.Module]], Callable[..., nn.Module]] = config_builder,
+) -> None:
+    """Register every variant of a family, each with its model card and ``builder(name, cfg, model_cls)``."""
+    for v in variants:
+        card = ModelCard(v.name, family, v.paper, reported=v.reported, notes=v.notes, **v.defaults)
+        register_model(card, builder(v.name, v.cfg, model_cls))
+
+
 __all__ = [
     "CIFAR10_DEFAULTS",
     "CIFAR10_MEAN",
@@ -241,6 +266,7 @@ __all__ = [
     "ModelCard",
     "Paper",
     "Reported",
+    "Variant",
     "check_overrides",
     "cifar_error",
     "config_builder",
@@ -248,5 +274,6 @@ __all__ = [
     "get_model_card",
     "imagenet_error",
     "list_models",
+    "register_family",
     "register_model",
 ]

@@ -7,7 +7,8 @@ import torch.nn as nn
 import torchvision
 
 import convzoo
-from convzoo.layers.inception import ConvNormAct, Inception, NaiveInception, pad_to_size
+from convzoo.layers import ConvNormAct
+from convzoo.layers.inception import Inception, NaiveInception, pad_to_size
 from convzoo.models.base import AuxOutputs, classification_loss
 from convzoo.models.googlenet import GOOGLENET_TABLE
 

@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 
 import convzoo
-from convzoo.models.lenet import LECUN_C3_TABLE, ConnectionTableConv2d, ScaledTanh, Subsampling, map_size
+from convzoo.layers.trunk import map_size
+from convzoo.models.lenet import LECUN_C3_TABLE, ConnectionTableConv2d, ScaledTanh, Subsampling
 
 
 def lenet(**kwargs) -> nn.Module:

@@ -11,9 +11,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import convzoo
-from convzoo.layers.nas import FactorizedReduction, SamePool2d, SeparableStack, drop_path, same_padding
+from convzoo.layers.nas import (
+    Cell,
+    CellSpec,
+    FactorizedReduction,
+    SamePool2d,
+    SeparableStack,
+    drop_path,
+    same_padding,
+)
 from convzoo.models.base import AuxOutputs, classification_loss
-from convzoo.models.nasnet import NORMAL_CELL, REDUCTION_CELL, Cell, CellSpec, NASNet
+from convzoo.models.nasnet import NORMAL_CELL, REDUCTION_CELL, NASNet
 
 EXPECT = Path(__file__).parents[1] / "expect"
 NAMES = ("nasnet_a_mobile", "nasnet_a_large")

@@ -7,7 +7,8 @@ import torchvision
 
 import convzoo
 from convzoo.layers import ZeroPadShortcut
-from convzoo.models.resnet import BasicBlock, PreActBasicBlock, ResNet
+from convzoo.layers.residual import BasicBlock, PreActBasicBlock
+from convzoo.models.resnet import ResNet
 
 
 def n_params(name: str, **kwargs) -> int:
@@ -250,3 +251,19 @@ def test_cifar_models_keep_resolution_in_stage_one_and_imagenet_models_reduce_by
     imagenet = convzoo.create_model("resnext50_32x4d")
     assert [f.reduction for f in imagenet.feature_info] == [2, 4, 8, 16, 32]
     assert [f.num_chs for f in imagenet.feature_info] == [64, 256, 512, 1024, 2048]
+
+
+@pytest.mark.parametrize("block", [BasicBlock, PreActBasicBlock])
+def test_basic_blocks_refuse_bottleneck_settings(block):
+    # A basic block has no grouped convolution: groups or base_width given to it is a mistake, not something to ignore.
+    with pytest.raises(TypeError, match="groups"):
+        block(8, 8, groups=2)
+    with pytest.raises(TypeError, match="base_width"):
+        block(8, 8, base_width=4)
+
+
+def test_resnext_settings_reach_the_bottleneck_only():
+    model = convzoo.create_model("resnext50_32x4d", num_classes=3)
+    assert model.layer1[0].conv2.groups == 32 and model.layer1[0].conv2.out_channels == 128
+    convs = [m for m in convzoo.create_model("resnet20").modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 19 and {m.groups for m in convs} == {1}

@@ -6,7 +6,8 @@ import torch.nn as nn
 import torchvision
 
 import convzoo
-from convzoo.models.squeezenet import Fire, output_size
+from convzoo.layers.trunk import map_size as output_size
+from convzoo.models.squeezenet import Fire
 
 NAMES = ["squeezenet1_0", "squeezenet1_1"]
 

@@ -62,7 +62,10 @@ class DenseLayer(nn.Module):
 
     def concat_norm_act_conv(self, *features: torch.Tensor) -> torch.Tensor:
         """The first step: concatenate the block's maps, then BN, ReLU and the first convolution."""
-        return self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
+        x = torch.cat(features, 1)
+        x = self.norm1(x)
+        x = self.relu1(x)
+        return self.conv1(x)
 
     def _checkpointed(self, features: list[torch.Tensor]) -> torch.Tensor:
         recomputing = False
@@ -72,7 +75,8 @@ class DenseLayer(nn.Module):
             x = torch.cat(tensors, 1)
             x = _norm_without_update(self.norm1, x) if recomputing else self.norm1(x)
             recomputing = True
-            return self.conv1(self.relu1(x))
+            x = self.relu1(x)
+            return self.conv1(x)
 
         return checkpoint(run, *features, use_reentrant=False)
 
@@ -84,7 +88,10 @@ class DenseLayer(nn.Module):
             x = self.concat_norm_act_conv(*features)
         x = self.drop(x)
         if self.bottleneck:
-            x = self.drop(self.conv2(self.relu2(self.norm2(x))))
+            x = self.norm2(x)
+            x = self.relu2(x)
+            x = self.conv2(x)
+            x = self.drop(x)
         return x
 
 

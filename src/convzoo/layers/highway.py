@@ -40,7 +40,8 @@ class HighwayConv2d(nn.Module):
         return torch.sigmoid(self.gate(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.transform(x))
+        h = self.transform(x)
+        h = self.act(h)
         t = self.transform_gate(x)
         return h * t + x * (1.0 - t)
 

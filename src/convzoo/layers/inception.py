@@ -1,4 +1,5 @@
-"""Inception modules (Szegedy et al., "Going Deeper with Convolutions", CVPR 2015, section 4 and Figure 2).
+"""Inception modules (Szegedy et al., "Going Deeper with Convolutions", CVPR 2015, section 4 and Figure 2), and what
+both Inception networks (GoogLeNet, Inception v3) share.
 
 - `NaiveInception` (Figure 2a): 1x1, 3x3 and 5x5 convolutions and a 3x3 max-pool read the same input and their
   outputs are concatenated. The pool branch passes every input channel through, so the module can only widen, and
@@ -10,55 +11,60 @@ On a 28x28x256 input with 128 1x1, 192 3x3 and 96 5x5 filters the naive module c
 with 64-wide reductions before the 3x3 and 5x5 convolutions and a 64-wide pool projection it costs 271,351,808
 (tests/test_googlenet.py works both out with `convzoo.count_macs`).
 
-`ConvNormAct` is the convolution unit both Inception networks are built from; its state_dict keys (``conv.*``,
-``bn.*``) are those of torchvision's ``BasicConv2d``.
+`inception_conv` is the convolution unit both Inception networks are built from, a `ConvNormAct` whose state_dict
+keys (``conv.*``, ``bn.*``) are those of torchvision's ``BasicConv2d``. `AuxHeadNet` is the base of both networks:
+a trunk with auxiliary classifiers on intermediate layers.
 """
 
 from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from convzoo.layers.classifier import create_classifier
+from convzoo.layers.conv import ConvNormAct
+from convzoo.models.base import AuxOutputs, ConvNet, HeadNames
 from convzoo.registry import IMAGENET_MEAN, IMAGENET_STD
 
 
-class ConvNormAct(nn.Module):
-    """Convolution, optional batch norm, ReLU.
+def inception_conv(
+    in_chs: int,
+    out_chs: int,
+    kernel_size: int | tuple[int, int],
+    *,
+    stride: int = 1,
+    padding: int | tuple[int, int] | None = None,
+    norm: bool = True,
+) -> ConvNormAct:
+    """Convolution, optional batch norm, ReLU, with children named ``conv``, ``bn``, ``act``.
 
-    Args:
-        in_chs: Input channels.
-        out_chs: Output channels.
-        kernel_size: Kernel size, an int or (height, width) for the factorised 1xn / nx1 convolutions.
-        stride: Stride.
-        padding: Zero padding, an int or (height, width).
-        norm: Batch norm after the convolution, which then has no bias. Without it the convolution has a bias, as
-            in the 2014 GoogLeNet, which predates batch normalisation.
-        eps: Batch-norm epsilon. 1e-3 is TensorFlow's default, kept by the TensorFlow-trained Inception weights
-            that torchvision converted.
+    The batch-norm epsilon is 1e-3, TensorFlow's default, kept by the TensorFlow-trained Inception weights that
+    torchvision converted. Arguments are those of `ConvNormAct`: padding None keeps the map size.
     """
+    return ConvNormAct(in_chs, out_chs, kernel_size, stride=stride, padding=padding, norm=norm, eps=1e-3, named=True)
 
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        kernel_size: int | tuple[int, int],
-        *,
-        stride: int = 1,
-        padding: int | tuple[int, int] = 0,
-        norm: bool = True,
-        eps: float = 1e-3,
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, bias=not norm)
-        self.bn = nn.BatchNorm2d(out_chs, eps=eps) if norm else nn.Identity()
-        self.act = nn.ReLU(inplace=True)
+
+class FourBranches(nn.Module):
+    """Four branches, ``branch1`` .. ``branch4``, read the same input; their outputs are concatenated channel-wise."""
+
+    branch1: nn.Module
+    branch2: nn.Module
+    branch3: nn.Module
+    branch4: nn.Module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        branch1 = self.branch1(x)
+        branch2 = self.branch2(x)
+        branch3 = self.branch3(x)
+        branch4 = self.branch4(x)
+        return torch.cat([branch1, branch2, branch3, branch4], 1)
 
 
-class NaiveInception(nn.Module):
+class NaiveInception(FourBranches):
     """The Inception module without dimension reductions (Figure 2a).
 
     Output channels: ``ch1x1 + ch3x3 + ch5x5 + in_chs`` (the max-pool branch keeps every input channel).
@@ -68,22 +74,19 @@ class NaiveInception(nn.Module):
         ch1x1: Filters of the 1x1 branch.
         ch3x3: Filters of the 3x3 branch.
         ch5x5: Filters of the 5x5 branch.
-        norm: Batch norm after each convolution (see `ConvNormAct`).
+        norm: Batch norm after each convolution (see `inception_conv`).
     """
 
     def __init__(self, in_chs: int, ch1x1: int, ch3x3: int, ch5x5: int, *, norm: bool = True) -> None:
         super().__init__()
-        self.branch1 = ConvNormAct(in_chs, ch1x1, 1, norm=norm)
-        self.branch2 = ConvNormAct(in_chs, ch3x3, 3, padding=1, norm=norm)
-        self.branch3 = ConvNormAct(in_chs, ch5x5, 5, padding=2, norm=norm)
+        self.branch1 = inception_conv(in_chs, ch1x1, 1, norm=norm)
+        self.branch2 = inception_conv(in_chs, ch3x3, 3, padding=1, norm=norm)
+        self.branch3 = inception_conv(in_chs, ch5x5, 5, padding=2, norm=norm)
         self.branch4 = nn.MaxPool2d(3, stride=1, padding=1)
         self.out_chs = ch1x1 + ch3x3 + ch5x5 + in_chs
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
 
-
-class Inception(nn.Module):
+class Inception(FourBranches):
     """The Inception module with dimension reductions (Figure 2b): one row of GoogLeNet's Table 1.
 
     Output channels: ``ch1x1 + ch3x3 + ch5x5 + pool_proj``. Branch names follow torchvision's ``Inception``
@@ -99,7 +102,7 @@ class Inception(nn.Module):
         pool_proj: 1x1 filters after the 3x3 max-pool ("pool proj").
         ch5x5_kernel: Kernel of the "5x5" convolution. The paper's is 5; torchvision's GoogLeNet uses 3, which its
             converted weights need (pytorch/vision issue 906).
-        norm: Batch norm after each convolution (see `ConvNormAct`).
+        norm: Batch norm after each convolution (see `inception_conv`).
     """
 
     def __init__(
@@ -118,23 +121,20 @@ class Inception(nn.Module):
         super().__init__()
         if ch5x5_kernel % 2 == 0 or ch5x5_kernel < 1:
             raise ValueError(f"the 5x5 branch needs an odd kernel to keep the grid size; got {ch5x5_kernel}")
-        self.branch1 = ConvNormAct(in_chs, ch1x1, 1, norm=norm)
+        self.branch1 = inception_conv(in_chs, ch1x1, 1, norm=norm)
         self.branch2 = nn.Sequential(
-            ConvNormAct(in_chs, ch3x3_reduce, 1, norm=norm),
-            ConvNormAct(ch3x3_reduce, ch3x3, 3, padding=1, norm=norm),
+            inception_conv(in_chs, ch3x3_reduce, 1, norm=norm),
+            inception_conv(ch3x3_reduce, ch3x3, 3, padding=1, norm=norm),
         )
         self.branch3 = nn.Sequential(
-            ConvNormAct(in_chs, ch5x5_reduce, 1, norm=norm),
-            ConvNormAct(ch5x5_reduce, ch5x5, ch5x5_kernel, padding=ch5x5_kernel // 2, norm=norm),
+            inception_conv(in_chs, ch5x5_reduce, 1, norm=norm),
+            inception_conv(ch5x5_reduce, ch5x5, ch5x5_kernel, padding=ch5x5_kernel // 2, norm=norm),
         )
         self.branch4 = nn.Sequential(
             nn.MaxPool2d(3, stride=1, padding=1),
-            ConvNormAct(in_chs, pool_proj, 1, norm=norm),
+            inception_conv(in_chs, pool_proj, 1, norm=norm),
         )
         self.out_chs = ch1x1 + ch3x3 + ch5x5 + pool_proj
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
 
 
 def pad_to_size(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -183,9 +183,6 @@ def adapt_aux_state(
     return state
 
 
-__all__ = ["ConvNormAct", "Inception", "NaiveInception", "adapt_aux_state", "pad_to_size"]
-
-
 def imagenet_to_unit_range(x: torch.Tensor) -> torch.Tensor:
     """Undo ImageNet mean/std normalisation and rescale to [-1, 1]: ``(x * std + mean - 0.5) / 0.5``.
 
@@ -195,3 +192,132 @@ def imagenet_to_unit_range(x: torch.Tensor) -> torch.Tensor:
     scale = x.new_tensor([s / 0.5 for s in IMAGENET_STD]).view(1, 3, 1, 1)
     shift = x.new_tensor([(m - 0.5) / 0.5 for m in IMAGENET_MEAN]).view(1, 3, 1, 1)
     return x * scale + shift
+
+
+class AuxHeadNet(ConvNet):
+    """A network with auxiliary classifiers on intermediate layers of its trunk: GoogLeNet and Inception v3.
+
+    The trunk runs the modules of ``layer_names`` in order; ``aux_taps`` maps a trunk layer to the attribute of the
+    auxiliary classifier that reads its output, and ``aux_classifier`` names each head's output layer. In training
+    mode the forward returns `AuxOutputs`; in evaluation mode the heads are not run and the forward returns the main
+    logits. The main head is `ConvNet`'s pooled head under torchvision's names, ``avgpool``, ``dropout`` and ``fc``.
+
+    The configuration holds ``aux_logits``, ``aux_weight`` and ``transform_input``. Subclasses build the trunk with
+    `add_layer`, then the heads with `_build_aux_heads` and `init_head`, and implement `_make_aux_head` and
+    `_init_weights`.
+
+    Args:
+        cfg: The architecture.
+        num_classes: Classifier outputs; 0 leaves out the classifier and the auxiliary classifiers.
+        in_chans: Input image channels.
+        model_name: Name used in error messages.
+    """
+
+    head_names = HeadNames(pool="avgpool", drop="dropout", fc="fc")
+    aux_taps: ClassVar[dict[str, str]]
+    aux_classifier: ClassVar[str]
+
+    def __init__(self, cfg: Any, *, num_classes: int, in_chans: int, model_name: str) -> None:
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
+        if cfg.transform_input and in_chans != 3:
+            raise ValueError(f"{model_name}: transform_input maps RGB ImageNet statistics and needs in_chans=3")
+        self.layer_names: list[str] = []
+
+    @abc.abstractmethod
+    def _make_aux_head(self, in_chs: int) -> nn.Module:
+        """An auxiliary classifier with ``num_classes`` outputs on a trunk layer of ``in_chs`` channels."""
+
+    @abc.abstractmethod
+    def _init_weights(self, root: nn.Module | None = None) -> None:
+        """Initialise the modules of ``root`` (default: the whole network) as the paper or the peer does."""
+
+    def add_layer(self, name: str, module: nn.Module) -> None:
+        """Append ``module`` to the trunk under ``name``."""
+        self.add_module(name, module)
+        self.layer_names.append(name)
+
+    def aux_heads(self) -> list[nn.Module]:
+        """The auxiliary classifiers the network has, from the earliest tap to the latest."""
+        heads = (getattr(self, name) for name in self.aux_taps.values())
+        return [head for head in heads if head is not None]
+
+    def _build_aux_heads(self) -> None:
+        """Build every auxiliary classifier, on the network's device and in its dtype, or set it to None where the
+        network has no classes or is configured without them."""
+        like = next(self.parameters())
+        for tap, name in self.aux_taps.items():
+            head = None
+            if self.cfg.aux_logits and self.num_classes:
+                head = self._make_aux_head(getattr(self, tap).out_chs).to(device=like.device, dtype=like.dtype)
+            setattr(self, name, head)
+
+    def _forward_trunk(self, x: torch.Tensor, aux_out: list[torch.Tensor] | None) -> torch.Tensor:
+        self.check_input(x)
+        if self.cfg.transform_input:
+            x = imagenet_to_unit_range(x)
+        for name in self.layer_names:
+            x = getattr(self, name)(x)
+            if aux_out is not None and name in self.aux_taps:
+                aux_out.append(getattr(self, self.aux_taps[name])(x))
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward_trunk(x, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | AuxOutputs:
+        if not self.training or not self.aux_heads():
+            return super().forward(x)
+        aux: list[torch.Tensor] = []
+        x = self._forward_trunk(x, aux)
+        logits = self.forward_head(x)
+        return AuxOutputs(logits, tuple(aux), (self.cfg.aux_weight,) * len(aux))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Give the classifier and the auxiliary classifiers ``num_classes`` fresh outputs.
+
+        The auxiliary heads keep their hidden layers; with ``num_classes=0`` they are removed along with the
+        classifier, and a later reset with classes rebuilds them from scratch. Every new layer is built before any
+        is initialised, so the random draws follow the order of construction.
+        """
+        self.num_classes = num_classes
+        like = next(self.parameters())
+        fc = create_classifier(self.num_features, num_classes, device=like.device, dtype=like.dtype)
+        setattr(self, self.head_names.fc, fc)
+        fresh: list[nn.Module] = []
+        heads = self.aux_heads()
+        if not heads or not num_classes:
+            self._build_aux_heads()
+            fresh += self.aux_heads()
+        else:
+            for head in heads:
+                in_features = getattr(head, self.aux_classifier).in_features
+                layer = create_classifier(in_features, num_classes, device=like.device, dtype=like.dtype)
+                setattr(head, self.aux_classifier, layer)
+                fresh.append(layer)
+        if isinstance(fc, nn.Linear) and not like.is_meta:
+            self.init_classifier(fc)
+        for module in fresh:
+            self._init_weights(module)
+
+    def remap_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Fit a checkpoint's auxiliary classifiers to this network (see `adapt_aux_state`)."""
+        names = self.aux_taps.values()
+        return adapt_aux_state(
+            state,
+            self,
+            aux_prefixes=tuple(f"{name}." for name in names),
+            aux_out_layers=tuple(f"{name}.{self.aux_classifier}." for name in names),
+            classifier=self.head_names.fc,
+        )
+
+
+__all__ = [
+    "AuxHeadNet",
+    "FourBranches",
+    "Inception",
+    "NaiveInception",
+    "adapt_aux_state",
+    "imagenet_to_unit_range",
+    "inception_conv",
+    "pad_to_size",
+]

@@ -1,5 +1,5 @@
-"""Building blocks of the mobile networks: convolution-norm-activation, depthwise separable convolution and the
-inverted residual with a linear bottleneck.
+"""Building blocks of the mobile networks: depthwise separable convolution and the inverted residual with a linear
+bottleneck, both built from `ConvNormAct` units in torchvision's numbered layout.
 
 - Howard et al. MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications. 2017 (Figure 3).
 - Sandler et al. MobileNetV2: Inverted Residuals and Linear Bottlenecks. CVPR 2018 (Table 1, Figure 4d).
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from convzoo.layers.conv import ConvNormAct
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -21,40 +23,6 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
-
-
-class ConvNormAct(nn.Sequential):
-    """A bias-free convolution with 'same' padding, batch norm and an activation (children ``0``, ``1``, ``2``).
-
-    The numbering matches torchvision's ``Conv2dNormActivation``, so its state_dicts load by name.
-
-    Args:
-        in_chs: Input channels.
-        out_chs: Output channels.
-        kernel_size: Square kernel size (odd).
-        stride: Convolution stride.
-        groups: Convolution groups; ``groups == in_chs == out_chs`` makes it depthwise.
-        act: Activation class, instantiated in place; None for a linear output.
-    """
-
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        kernel_size: int = 3,
-        *,
-        stride: int = 1,
-        groups: int = 1,
-        act: type[nn.Module] | None = nn.ReLU,
-    ) -> None:
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_chs, out_chs, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(out_chs),
-        ]
-        if act is not None:
-            layers.append(act(inplace=True))
-        super().__init__(*layers)
-        self.out_chs = out_chs
 
 
 class DepthwiseSeparable(nn.Module):
@@ -71,7 +39,8 @@ class DepthwiseSeparable(nn.Module):
         self.out_chs = out_chs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pw(self.dw(x))
+        out = self.dw(x)
+        return self.pw(out)
 
 
 class InvertedResidual(nn.Module):

@@ -1,4 +1,5 @@
-"""Operations of the NASNet search space (Zoph et al., CVPR 2018), with TensorFlow's padding semantics.
+"""Operations of the NASNet search space (Zoph et al., CVPR 2018), with TensorFlow's padding semantics, and the cell
+that a searched table (`CellSpec`) turns into a module (`Cell`).
 
 The NASNet cells were searched and trained in TensorFlow, whose "SAME" padding differs from PyTorch's symmetric
 padding whenever a stride-2 window meets an even-sized input: TensorFlow puts the odd padding pixel at the bottom and
@@ -9,6 +10,7 @@ size keeps the same alignment as in the reference implementation, and its publis
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -98,7 +100,8 @@ class SeparableConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = F.pad(x, _pads(x, self.kernel_size, self.stride))
-        return self.pointwise_conv2d(self.depthwise_conv2d(x))
+        x = self.depthwise_conv2d(x)
+        return self.pointwise_conv2d(x)
 
 
 class SeparableStack(nn.Module):
@@ -118,8 +121,12 @@ class SeparableStack(nn.Module):
         self.bn_sep_2 = batch_norm(out_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn_sep_1(self.separable_1(self.act_1(x)))
-        return self.bn_sep_2(self.separable_2(self.act_2(x)))
+        x = self.act_1(x)
+        x = self.separable_1(x)
+        x = self.bn_sep_1(x)
+        x = self.act_2(x)
+        x = self.separable_2(x)
+        return self.bn_sep_2(x)
 
 
 class ReLUConvBN(nn.Module):
@@ -132,7 +139,9 @@ class ReLUConvBN(nn.Module):
         self.bn = batch_norm(out_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(self.act(x)))
+        x = self.act(x)
+        x = self.conv(x)
+        return self.bn(x)
 
 
 class FactorizedReduction(nn.Module):
@@ -159,7 +168,8 @@ class FactorizedReduction(nn.Module):
         x = self.act(x)
         # The second path sees the input shifted up and left by one pixel, zero-filled at the bottom and right.
         shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-        return self.bn(torch.cat([self.path_1(x), self.path_2(shifted)], 1))
+        x = torch.cat([self.path_1(x), self.path_2(shifted)], 1)
+        return self.bn(x)
 
 
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
@@ -172,3 +182,105 @@ def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor
     keep = 1.0 - drop_prob
     mask = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(keep)
     return x * mask / keep
+
+
+OPERATIONS = ("sep3x3", "sep5x5", "sep7x7", "avg3x3", "max3x3", "identity")
+
+# One input of a block: (operation, hidden state it reads). Hidden state 0 is the cell's input h_i (after its 1x1
+# projection), 1 the previous cell's output h_{i-1} (brought to h_i's shape), and 2 + b the output of block b.
+Operation = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """A searched cell: five blocks of two (operation, hidden state) pairs each, and the states it concatenates.
+
+    Attributes:
+        blocks: Per block, its left and right input; the block outputs their sum.
+        concat: The hidden states concatenated into the cell's output, in order.
+    """
+
+    blocks: tuple[tuple[Operation, Operation], ...]
+    concat: tuple[int, ...]
+
+
+def make_operation(op: str, in_chs: int, filters: int, stride: int) -> nn.Module:
+    """The module of one table entry, reading ``in_chs`` channels and giving ``filters``."""
+    if op not in OPERATIONS:
+        raise ValueError(f"unknown operation {op!r}; expected one of {OPERATIONS}")
+    if op.startswith("sep"):
+        return SeparableStack(in_chs, filters, int(op[3]), stride)
+    if in_chs != filters or (op == "identity" and stride != 1):
+        # TensorFlow would add a 1x1 projection here; NASNet-A's tables never need one.
+        raise ValueError(f"{op} cannot change the width or resolution (reads {in_chs} channels at stride {stride})")
+    return nn.Identity() if op == "identity" else SamePool2d(op[:3], 3, stride)
+
+
+class Cell(nn.Module):
+    """A NASNet cell built from a `CellSpec`.
+
+    Args:
+        spec: The cell table.
+        in_chs: Channels of the cell's input h_i.
+        prev_chs: Channels of the previous cell's output h_{i-1}; None where there is none (the first stem cell),
+            in which case the cell reads its raw input in its place.
+        filters: The cell's width: channels of every block output.
+        stride: 2 for a reduction cell; operations on h_i and h_{i-1} carry it.
+        prev_stride: 2 where h_{i-1} is twice the size of h_i (then a factorized reduction matches it).
+    """
+
+    def __init__(
+        self,
+        spec: CellSpec,
+        in_chs: int,
+        prev_chs: int | None,
+        filters: int,
+        *,
+        stride: int = 1,
+        prev_stride: int = 1,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.stride = stride
+        self.drop_prob = 0.0  # set by the network (ScheduledDropPath)
+        self.conv_1x1 = ReLUConvBN(in_chs, filters)
+        self.prev_proj: nn.Module
+        if prev_stride not in (1, 2):
+            raise ValueError(f"h_(i-1) can be at most twice the size of h_i; got a factor of {prev_stride}")
+        if prev_chs is None:
+            self.prev_proj, prev_out = nn.Identity(), in_chs
+        elif prev_stride == 2:
+            self.prev_proj, prev_out = FactorizedReduction(prev_chs, filters), filters
+        elif prev_chs != filters:
+            self.prev_proj, prev_out = ReLUConvBN(prev_chs, filters), filters
+        else:
+            self.prev_proj, prev_out = nn.Identity(), prev_chs
+        chs = [filters, prev_out] + [filters] * len(spec.blocks)
+
+        self.op_names: list[tuple[str, str]] = []
+        for b, pair in enumerate(spec.blocks):
+            names = []
+            for side, (op, state) in zip(("left", "right"), pair):
+                if not 0 <= state < 2 + b:
+                    raise ValueError(f"block {b} reads hidden state {state}, which does not exist yet")
+                op_stride = stride if state < 2 else 1  # block outputs already have the cell's resolution
+                name = f"comb_iter_{b}_{side}"
+                self.add_module(name, make_operation(op, chs[state], filters, op_stride))
+                names.append(name)
+            self.op_names.append((names[0], names[1]))
+        if any(chs[i] != filters or (i < 2 and stride != 1) for i in spec.concat):
+            raise ValueError(f"the concatenated states {spec.concat} do not all have the cell's shape")
+        self.out_chs = len(spec.concat) * filters
+
+    def _branch(self, name: str, op: str, x: torch.Tensor) -> torch.Tensor:
+        out = getattr(self, name)(x)
+        # DropPath drops operations, not the identity connections (TensorFlow-slim's _apply_conv_operation).
+        return out if op == "identity" else drop_path(out, self.drop_prob, self.training)
+
+    def forward(self, x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
+        states = [self.conv_1x1(x), self.prev_proj(x_prev)]
+        for (left, right), (name_l, name_r) in zip(self.spec.blocks, self.op_names):
+            out_l = self._branch(name_l, left[0], states[left[1]])
+            out_r = self._branch(name_r, right[0], states[right[1]])
+            states.append(out_l + out_r)
+        return torch.cat([states[i] for i in self.spec.concat], 1)

@@ -28,6 +28,8 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = x.mean((2, 3), keepdim=True)
-        gate = self.act(self.fc1(gate))
-        gate = torch.sigmoid(self.fc2(gate))
+        gate = self.fc1(gate)
+        gate = self.act(gate)
+        gate = self.fc2(gate)
+        gate = torch.sigmoid(gate)
         return x * gate

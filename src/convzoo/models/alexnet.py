@@ -36,16 +36,17 @@ from typing import Any
 
 import torch.nn as nn
 
+from convzoo.layers.classifier import FCHead
 from convzoo.layers.lrn import LocalResponseNorm
-from convzoo.models.lenet import FCHeadNet, fc_layers, smallest_input, stage_taps
+from convzoo.models._fchead import FCHeadNet
 from convzoo.registry import (
     IMAGENET_DEFAULTS,
-    ModelCard,
     Paper,
     Reported,
+    Variant,
     check_overrides,
     imagenet_error,
-    register_model,
+    register_family,
 )
 
 
@@ -149,16 +150,9 @@ class AlexNet(FCHeadNet):
     def __init__(
         self, cfg: AlexNetConfig, *, num_classes: int = 1000, in_chans: int = 3, model_name: str = "alexnet"
     ) -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
         if cfg.layers[0].tower_local and in_chans % cfg.towers:
             raise ValueError(f"{model_name}: {in_chans} input channels do not split into {cfg.towers} towers")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
 
         with self._allocate_once():
             layers: list[nn.Module] = []
@@ -173,23 +167,12 @@ class AlexNet(FCHeadNet):
                 norm = [LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=cfg.towers)] if spec.lrn and cfg.lrn else []
                 layers += pool + norm if cfg.lrn_after_pool else norm + pool
                 chs = spec.out_chs
-            self.features = nn.Sequential(*layers)
-            self.num_features = chs
-            self.avgpool = nn.AdaptiveAvgPool2d(cfg.pool_size)
-            self.classifier = self._make_classifier(num_classes) if num_classes else nn.Identity()
-        self.feature_info = stage_taps(self.features, in_chans)
-        # Unpadded convolutions and pooling need a real minimum: the smallest image that leaves pool5 a pixel.
-        self.min_input_size = smallest_input(self.features)
+            self._add_trunk_and_head(nn.Sequential(*layers), chs, cfg.pool_size)
 
-    def _make_classifier(self, num_classes: int) -> nn.Sequential:
-        in_features = self.num_features * self.cfg.pool_size**2
-        return fc_layers(
-            in_features,
-            self.cfg.hidden,
-            num_classes,
-            act=lambda: nn.ReLU(inplace=True),
-            drop_rate=self.cfg.drop_rate,
-            drop_inputs=self.cfg.drop_inputs,
+    def _make_classifier(self, num_classes: int) -> FCHead:
+        cfg = self.cfg
+        return FCHead(
+            self.fc_in_features, cfg.hidden, num_classes, drop_rate=cfg.drop_rate, drop_inputs=cfg.drop_inputs
         )
 
     def _init_fc(self, layer: nn.Linear, *, output: bool) -> None:
@@ -209,7 +192,7 @@ class AlexNet(FCHeadNet):
             else:
                 nn.init.normal_(conv.weight, 0.0, self.cfg.weight_std)
                 nn.init.constant_(conv.bias, spec.init_bias)
-        self._init_classifier(self.classifier)
+        self._init_fc_layers(self.classifier)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -272,8 +255,9 @@ _ZFNET = AlexNetConfig(
 )
 
 _ALEXNET_INPUT = {**IMAGENET_DEFAULTS, "input_size": (3, 227, 227)}
-_VARIANTS: dict[str, tuple[AlexNetConfig, Paper, dict[str, Any], tuple[Reported, ...], str]] = {
-    "alexnet": (
+_VARIANTS = [
+    Variant(
+        "alexnet",
         _TORCHVISION,
         _KRIZHEVSKY_2014,
         IMAGENET_DEFAULTS,
@@ -282,7 +266,8 @@ _VARIANTS: dict[str, tuple[AlexNetConfig, Paper, dict[str, Any], tuple[Reported,
         "network of 'One weird trick'; that paper reports training speed-ups, not a table of this network's "
         "errors. torchvision's ImageNet weights reach 56.522% top-1 and 79.066% top-5 accuracy",
     ),
-    "alexnet_2012": (
+    Variant(
+        "alexnet_2012",
         _ORIGINAL,
         _KRIZHEVSKY_2012,
         _ALEXNET_INPUT,
@@ -291,7 +276,8 @@ _VARIANTS: dict[str, tuple[AlexNetConfig, Paper, dict[str, Any], tuple[Reported,
         "the two-GPU network of the paper as grouped convolutions: 60,965,224 parameters. Section 4.1 crops 224x224 "
         "patches; the layer arithmetic (conv1 (227 - 11) / 4 + 1 = 55) needs 227x227",
     ),
-    "zfnet": (
+    Variant(
+        "zfnet",
         _ZFNET,
         _ZEILER_FERGUS,
         IMAGENET_DEFAULTS,
@@ -305,7 +291,7 @@ _VARIANTS: dict[str, tuple[AlexNetConfig, Paper, dict[str, Any], tuple[Reported,
         "one tower with dense connections; widths=(96, 256, 384, 384, 256) gives the Figure 3 model (38.4% top-1, "
         "16.5% top-5 validation error in Table 2). Normalisation constants are Krizhevsky et al.'s",
     ),
-}
+]
 
 _ACCEPTED = ["widths", "towers", "lrn", "hidden", "drop_rate"]
 
@@ -325,15 +311,13 @@ def _configure(name: str, cfg: AlexNetConfig, overrides: dict[str, Any]) -> Alex
     return dataclasses.replace(cfg, **overrides)
 
 
-def _builder(name: str, cfg: AlexNetConfig):
+def _builder(name: str, cfg: AlexNetConfig, model_cls: type[AlexNet]):
+    # Overrides name the filters of each convolution (widths) rather than whole layer specifications.
     def build(*, num_classes: int, in_chans: int, **overrides: Any) -> AlexNet:
         arch = _configure(name, cfg, overrides)
-        return AlexNet(arch, num_classes=num_classes, in_chans=in_chans, model_name=name)
+        return model_cls(arch, num_classes=num_classes, in_chans=in_chans, model_name=name)
 
     return build
 
 
-for _name, (_cfg, _paper, _data, _reported, _notes) in _VARIANTS.items():
-    register_model(
-        ModelCard(_name, "alexnet", _paper, reported=_reported, notes=_notes, **_data), _builder(_name, _cfg)
-    )
+register_family("alexnet", AlexNet, _VARIANTS, builder=_builder)

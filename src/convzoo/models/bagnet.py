@@ -23,9 +23,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from convzoo.layers import conv1x1
-from convzoo.models.base import ConvNet, FeatureInfo
-from convzoo.registry import IMAGENET_DEFAULTS, ModelCard, Paper, config_builder, register_model
+from convzoo.layers.conv import conv1x1
+from convzoo.layers.shortcuts import make_shortcut
+from convzoo.layers.weight_init import he_fan_out_init_
+from convzoo.models.base import ConvNet, FeatureInfo, HeadNames
+from convzoo.registry import IMAGENET_DEFAULTS, Paper, Variant, register_family
 
 
 @dataclass(frozen=True)
@@ -106,45 +108,35 @@ class BagNetBottleneck(nn.Module):
         self.conv3 = conv1x1(planes, out_chs)
         self.bn3 = nn.BatchNorm2d(out_chs)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = (
-            nn.Sequential(conv1x1(in_chs, out_chs, stride), nn.BatchNorm2d(out_chs))
-            if stride != 1 or in_chs != out_chs
-            else None
-        )
+        self.downsample = make_shortcut("B", in_chs, out_chs, stride)
         self.out_chs = out_chs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu(out)
+        out = self.conv3(out)
+        out = self.bn3(out)
         out += shortcut[:, :, : out.shape[-2], : out.shape[-1]]
         return self.relu(out)
 
 
 class BagNet(ConvNet):
-    """A BagNet built from a `BagNetConfig`.
-
-    Args:
-        cfg: The architecture.
-        num_classes: Classifier outputs; 0 leaves the classifier out.
-        in_chans: Input image channels.
-        model_name: Name used in error messages.
+    """A BagNet built from a `BagNetConfig`; the constructor takes `ConvNet`'s arguments.
 
     Attributes:
         receptive_field: The patch size q: input pixels one evidence unit sees along each axis.
         patch_stride: Input pixels between neighbouring patches (8).
     """
 
+    head_names = HeadNames(pool="avgpool", drop=None, fc="fc")
+
     def __init__(self, cfg: BagNetConfig, *, num_classes: int = 1000, in_chans: int = 3, model_name: str = "bagnet"):
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
         self.receptive_field = cfg.receptive_field
         self.patch_stride = cfg.patch_stride
 
@@ -169,35 +161,26 @@ class BagNet(ConvNet):
             self.add_module(name, nn.Sequential(*blocks))
             self.stage_names.append(name)
             self.feature_info.append(FeatureInfo(chs, reduction, name))
-        self.num_features = chs
         # With unpadded convolutions one evidence unit needs one whole patch: the smallest image is q x q.
         self.min_input_size = self.receptive_field
-
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc: nn.Module = nn.Linear(chs, num_classes) if num_classes else nn.Identity()
+        self.init_head(chs)
         self._init_weights()
 
     def _init_weights(self) -> None:
         if self.conv1.weight.is_meta:
             return  # built on the meta device for analysis: there are no values to initialise
         # The authors' initialisation: He-normal (fan-out) convolutions, unit batch norm, PyTorch's default FC.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_fan_out_init_(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x = self.relu(self.bn1(self.conv2(self.conv1(x))))
+        x = self.conv1(x)
+        x = self.conv2(x)
+        x = self.bn1(x)
+        x = self.relu(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        return x if pre_logits else self.fc(x)
 
     def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The class evidence of every patch: (N, num_classes, h, w), one position per ``patch_stride`` pixels.
@@ -213,18 +196,6 @@ class BagNet(ConvNet):
         features = self.forward_features(x)
         return nn.functional.conv2d(features, self.fc.weight[:, :, None, None], self.fc.bias)
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        like = self.conv1.weight  # the new head lives where the network lives, in its precision
-        self.fc = (
-            nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
-            if num_classes
-            else nn.Identity()
-        )
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # The registered variants.
@@ -238,7 +209,7 @@ _BRENDEL_2019 = Paper(
 )
 
 # name: (3x3 blocks per stage, what the paper says of its accuracy)
-_VARIANTS: dict[str, tuple[tuple[int, ...], str]] = {
+_ROWS = {
     "bagnet9": ((1, 1, 0, 0), "ImageNet top-5 accuracy plotted in Figure 1; the paper tabulates none"),
     "bagnet17": (
         (1, 1, 1, 0),
@@ -251,16 +222,11 @@ _VARIANTS: dict[str, tuple[tuple[int, ...], str]] = {
 }
 
 
-for _name, (_blocks_3x3, _accuracy) in _VARIANTS.items():
-    _cfg = BagNetConfig(blocks_3x3=_blocks_3x3)
-    register_model(
-        ModelCard(
-            _name,
-            "bagnet",
-            _BRENDEL_2019,
-            notes=f"patches of {_cfg.receptive_field}x{_cfg.receptive_field} pixels, {_cfg.patch_stride} pixels "
-            f"apart; {_accuracy}",
-            **IMAGENET_DEFAULTS,
-        ),
-        config_builder(_name, _cfg, BagNet),
-    )
+def _bagnet_variant(name: str, blocks_3x3: tuple[int, ...], accuracy: str) -> Variant:
+    cfg = BagNetConfig(blocks_3x3=blocks_3x3)
+    q = cfg.receptive_field
+    notes = f"patches of {q}x{q} pixels, {cfg.patch_stride} pixels apart; {accuracy}"
+    return Variant(name, cfg, _BRENDEL_2019, IMAGENET_DEFAULTS, notes=notes)
+
+
+register_family("bagnet", BagNet, [_bagnet_variant(name, *row) for name, row in _ROWS.items()])

@@ -9,10 +9,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple, Protocol
 
 import torch
 import torch.nn as nn
+
+from convzoo.layers.classifier import create_classifier
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,45 @@ class _StopForward(Exception):
     """Raised by a hook once every requested feature map is captured, to skip the rest of the network."""
 
 
+class ArchConfig(Protocol):
+    """What every family's frozen configuration dataclass provides."""
+
+    def validate(self, name: str) -> None:
+        """Raise a ValueError naming ``name`` if the configuration cannot be built."""
+
+
+@dataclass(frozen=True)
+class HeadNames:
+    """Attribute names of a pooled classifier head: the global pool, the dropout (None: none) and the output layer.
+
+    Families keep the names of their peers (torchvision's ``avgpool``/``fc``, ``classifier``, ...), so state_dicts
+    and module paths stay those of the peer while the head's behaviour is written once, in `ConvNet`.
+    """
+
+    pool: str = "global_pool"
+    drop: str | None = "head_drop"
+    fc: str = "fc"
+
+
 class ConvNet(nn.Module, metaclass=abc.ABCMeta):
     """Base class of all convzoo classifiers.
 
-    Subclasses set ``in_chans``, ``num_classes``, ``num_features``, ``feature_info`` (stem first, one entry per
-    stage after it) and implement ``forward_features``, ``forward_head`` and ``reset_classifier``.
+    The constructor does what every family does first: validate the configuration, check ``in_chans`` and record
+    the configuration, name and class count. A subclass then builds its layers and sets ``num_features``,
+    ``feature_info`` (stem first, one entry per stage after it) and ``min_input_size``, and implements
+    ``forward_features``.
+
+    The head: a network whose head is global average pooling, optional dropout and a linear layer builds it with
+    `init_head` and inherits ``forward_head``, ``get_classifier`` and ``reset_classifier``; ``head_names`` says what
+    its layers are called and `init_classifier` how a fresh output layer starts. Networks with other heads (fully
+    connected layers, a convolutional classifier) override those three methods.
+
+    Args:
+        cfg: The family's architecture configuration; its ``validate(model_name)`` runs first. None for a network
+            without one.
+        num_classes: Classifier outputs; 0 leaves the classifier out.
+        in_chans: Input image channels.
+        model_name: Name used in error messages.
     """
 
     model_name: str = "convnet"
@@ -80,7 +116,22 @@ class ConvNet(nn.Module, metaclass=abc.ABCMeta):
     num_classes: int
     num_features: int
     feature_info: list[FeatureInfo]
+    # The smallest square input side the network accepts, which `check_input` enforces. Families state it in one
+    # of two ways: the total stride of a padded network (each stage halves with floor, so a 2^k-pixel input keeps
+    # one pixel), or `smallest_input` of a trunk whose unpadded layers shrink the map (convzoo.layers.trunk).
     min_input_size: int = 1
+    head_names: ClassVar[HeadNames] = HeadNames()
+
+    def __init__(self, cfg: ArchConfig | None = None, *, num_classes: int, in_chans: int, model_name: str) -> None:
+        super().__init__()
+        if cfg is not None:
+            cfg.validate(model_name)
+        if in_chans < 1:
+            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
+        self.cfg = cfg
+        self.model_name = model_name
+        self.in_chans = in_chans
+        self.num_classes = num_classes
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError if ``x`` is not an (N, in_chans, H, W) batch large enough for this network."""
@@ -101,17 +152,55 @@ class ConvNet(nn.Module, metaclass=abc.ABCMeta):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, before pooling and the classifier."""
 
-    @abc.abstractmethod
+    # --- the pooled head: global average pool, dropout, linear layer ---------------------------------------------
+
+    def init_head(self, num_features: int, drop_rate: float = 0.0) -> None:
+        """Build the pooled head on ``num_features`` channels, under the attribute names of ``head_names``.
+
+        The output layer keeps PyTorch's initialisation here; the family's own weight initialisation, which runs
+        after its layers are built, decides how it starts (so random draws happen in the family's order).
+        """
+        names = self.head_names
+        self.num_features = num_features
+        setattr(self, names.pool, nn.AdaptiveAvgPool2d(1))
+        if names.drop is not None:
+            setattr(self, names.drop, nn.Dropout(drop_rate) if drop_rate else nn.Identity())
+        setattr(self, names.fc, create_classifier(num_features, self.num_classes))
+
+    def init_classifier(self, fc: nn.Module) -> None:
+        """Initialise a fresh output layer as the family does (default: PyTorch's initialisation, left as it is)."""
+
+    def new_classifier(self, in_features: int, num_classes: int) -> nn.Module:
+        """A fresh ``num_classes``-way output layer (an identity for 0) where the network lives, initialised.
+
+        It is built on the device and in the precision of the network's parameters, and `init_classifier` starts
+        it as the family's own output layers start.
+        """
+        like = next(self.parameters())
+        fc = create_classifier(in_features, num_classes, device=like.device, dtype=like.dtype)
+        if isinstance(fc, nn.Linear) and not like.is_meta:
+            self.init_classifier(fc)
+        return fc
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool the last feature map and classify it; with ``pre_logits`` return the pooled vector."""
+        names = self.head_names
+        x = torch.flatten(getattr(self, names.pool)(x), 1)
+        if names.drop is not None:
+            x = getattr(self, names.drop)(x)
+        return x if pre_logits else self.get_classifier()(x)
 
-    @abc.abstractmethod
     def get_classifier(self) -> nn.Module:
         """The final classification layer."""
+        return getattr(self, self.head_names.fc)
 
-    @abc.abstractmethod
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier by a freshly initialised one with ``num_classes`` outputs (0: no classifier)."""
+        """Replace the classifier by a freshly initialised one with ``num_classes`` outputs (0: no classifier).
+
+        The new layer lives where the network lives, on its device and in its precision.
+        """
+        self.num_classes = num_classes
+        setattr(self, self.head_names.fc, self.new_classifier(self.num_features, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

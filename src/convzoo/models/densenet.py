@@ -24,23 +24,21 @@ import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 
 from convzoo.layers.dense import DenseBlock, Transition
-from convzoo.models.base import ConvNet, FeatureInfo
+from convzoo.layers.weight_init import he_fan_out_init_
+from convzoo.models.base import ConvNet, FeatureInfo, HeadNames
 from convzoo.registry import (
     CIFAR10_DEFAULTS,
     IMAGENET_DEFAULTS,
-    ModelCard,
     Paper,
-    Reported,
+    Variant,
     cifar_error,
-    config_builder,
     imagenet_error,
-    register_model,
+    register_family,
 )
 
 STEMS = ("imagenet", "cifar")
@@ -97,27 +95,14 @@ class DenseNetConfig:
 
 
 class DenseNet(ConvNet):
-    """A DenseNet built from a `DenseNetConfig`.
+    """A DenseNet built from a `DenseNetConfig`; the constructor takes `ConvNet`'s arguments."""
 
-    Args:
-        cfg: The architecture.
-        num_classes: Classifier outputs; 0 leaves the classifier out.
-        in_chans: Input image channels.
-        model_name: Name used in error messages.
-    """
+    head_names = HeadNames(pool="global_pool", drop=None, fc="classifier")
 
     def __init__(
         self, cfg: DenseNetConfig, *, num_classes: int = 1000, in_chans: int = 3, model_name: str = "densenet"
     ) -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
         chs = cfg.stem_width
         if cfg.stem == "imagenet":
             stem: list[tuple[str, nn.Module]] = [
@@ -157,26 +142,22 @@ class DenseNet(ConvNet):
         self.features.add_module("norm5", nn.BatchNorm2d(chs))
         self.features.add_module("relu5", nn.ReLU(inplace=True))
         self.feature_info.append(FeatureInfo(chs, reduction, "features.relu5"))
-        self.num_features = chs
         # The three average pools halve with floor; like ResNet's, the minimum is the total stride.
         self.min_input_size = reduction
-
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier: nn.Module = nn.Linear(chs, num_classes) if num_classes else nn.Identity()
+        self.init_head(chs)
         self._init_weights()
 
     def _init_weights(self) -> None:
         if self.features.conv0.weight.is_meta:
             return  # built on the meta device for analysis: there are no values to initialise
         # He initialisation (the paper's reference [10]) as in the authors' fb.resnet.torch code: fan-out normal.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        he_fan_out_init_(self)
+        if isinstance(self.classifier, nn.Linear):
+            self.init_classifier(self.classifier)
+
+    def init_classifier(self, fc: nn.Linear) -> None:
+        """PyTorch's default weights and a zero bias, as in fb.resnet.torch and torchvision."""
+        nn.init.zeros_(fc.bias)
 
     def remap_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Translate the ``denselayerN.norm.1.weight`` keys of torchvision's older checkpoints to ``norm1.weight``."""
@@ -185,23 +166,6 @@ class DenseNet(ConvNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.global_pool(x), 1)
-        return x if pre_logits else self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        like = self.features.conv0.weight  # the new head lives where the network lives, in its precision
-        if not num_classes:
-            self.classifier = nn.Identity()
-            return
-        self.classifier = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
-        if not like.is_meta:
-            nn.init.zeros_(self.classifier.bias)
 
 
 # Dots were once allowed in module names: torchvision's first DenseNet checkpoints say "norm.1" for "norm1".
@@ -221,12 +185,7 @@ _HUANG_2017 = Paper(
     "https://arxiv.org/abs/1608.06993",
 )
 
-_VARIANTS: dict[str, tuple[DenseNetConfig, dict[str, Any], tuple[Reported, ...], str]] = {}
-
-
-def _variant(name: str, cfg: DenseNetConfig, data: dict[str, Any], reported: tuple[Reported, ...], notes: str) -> None:
-    _VARIANTS[name] = (cfg, data, reported, notes)
-
+_VARIANTS: list[Variant] = []
 
 # Table 1 (architectures) and Table 3 (ImageNet validation top-1 / top-5 error, single 224x224 crop and 10 crops).
 _IMAGENET = {
@@ -237,17 +196,22 @@ _IMAGENET = {
     "densenet161": (48, (6, 12, 36, 24), None, None),
 }
 for _name, (_k, _blocks, _single, _ten) in _IMAGENET.items():
-    _variant(
-        _name,
-        DenseNetConfig(growth_rate=_k, block_config=_blocks, stem_width=2 * _k),
-        IMAGENET_DEFAULTS,
-        imagenet_error(*_single, "Table 3", "single 224x224 crop") + imagenet_error(*_ten, "Table 3", "10-crop testing")
-        if _single
-        else (),
-        f"DenseNet-BC (k={_k}) of Table 1"
-        if _single
-        else "DenseNet-BC with k=48 and 96 stem filters, released with the paper's code and shipped by torchvision; "
-        "Table 3 has no row for it (the authors' repository reports 22.2% top-1, single crop, for their Torch model)",
+    _VARIANTS.append(
+        Variant(
+            _name,
+            DenseNetConfig(growth_rate=_k, block_config=_blocks, stem_width=2 * _k),
+            _HUANG_2017,
+            IMAGENET_DEFAULTS,
+            imagenet_error(*_single, "Table 3", "single 224x224 crop")
+            + imagenet_error(*_ten, "Table 3", "10-crop testing")
+            if _single
+            else (),
+            f"DenseNet-BC (k={_k}) of Table 1"
+            if _single
+            else "DenseNet-BC with k=48 and 96 stem filters, released with the paper's code and shipped by "
+            "torchvision; Table 3 has no row for it (the authors' repository reports 22.2% top-1, single crop, for "
+            "their Torch model)",
+        )
     )
 
 # Table 2: CIFAR-10/100 error with standard augmentation (C10+/C100+) and, with dropout 0.2, without (C10/C100).
@@ -265,25 +229,17 @@ for _name, (_depth, _k, _bc, _c10p, _c100p, _c10, _c100) in _CIFAR.items():
     _reported = cifar_error(_c10p, _c100p, "Table 2", "standard augmentation (C10+, C100+), no dropout")
     if _c10 is not None:
         _reported += cifar_error(_c10, _c100, "Table 2", "no augmentation, drop_rate=0.2")
-    _variant(
-        _name,
-        DenseNetConfig(
-            growth_rate=_k,
-            block_config=(_per_block,) * 3,
-            stem="cifar",
-            stem_width=2 * _k if _bc else 16,
-            bn_size=4 if _bc else 0,
-            compression=0.5 if _bc else 1.0,
-        ),
-        CIFAR10_DEFAULTS,
-        _reported,
-        f"{'DenseNet-BC' if _bc else 'DenseNet'} (L={_depth}, k={_k}): three blocks of {_per_block} layers"
-        + ("; the paper has no run without augmentation for this network" if _c10 is None else ""),
+    _cfg = DenseNetConfig(
+        growth_rate=_k,
+        block_config=(_per_block,) * 3,
+        stem="cifar",
+        stem_width=2 * _k if _bc else 16,
+        bn_size=4 if _bc else 0,
+        compression=0.5 if _bc else 1.0,
     )
+    _notes = f"{'DenseNet-BC' if _bc else 'DenseNet'} (L={_depth}, k={_k}): three blocks of {_per_block} layers"
+    if _c10 is None:
+        _notes += "; the paper has no run without augmentation for this network"
+    _VARIANTS.append(Variant(_name, _cfg, _HUANG_2017, CIFAR10_DEFAULTS, _reported, _notes))
 
-
-for _name, (_cfg, _data, _reported, _notes) in _VARIANTS.items():
-    register_model(
-        ModelCard(_name, "densenet", _HUANG_2017, reported=_reported, notes=_notes, **_data),
-        config_builder(_name, _cfg, DenseNet),
-    )
+register_family("densenet", DenseNet, _VARIANTS)

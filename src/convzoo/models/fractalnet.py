@@ -33,16 +33,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from convzoo.models.base import ConvNet, FeatureInfo
-from convzoo.registry import (
-    CIFAR10_DEFAULTS,
-    ModelCard,
-    Paper,
-    Reported,
-    cifar_error,
-    config_builder,
-    register_model,
-)
+from convzoo.models.base import ConvNet, FeatureInfo, HeadNames
+from convzoo.registry import CIFAR10_DEFAULTS, Paper, Variant, cifar_error, register_family
 
 
 @dataclass(frozen=True)
@@ -172,14 +164,16 @@ class FractalBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, column: int | None = None) -> torch.Tensor:
         if column is not None and not self.training:
-            return self.pool(self.columns[column - 1](x))
+            x = self.columns[column - 1](x)
+            return self.pool(x)
         states = [x] * self.num_columns
         used = [0] * self.num_columns
         last = len(self.schedule) - 1
         for level, active in enumerate(self.schedule):
             outs = []
             for c in active:
-                outs.append(self.columns[c][used[c]](states[c]))
+                out = self.columns[c][used[c]](states[c])
+                outs.append(out)
                 used[c] += 1
             if level == last:
                 outs = [self.pool(o) for o in outs]
@@ -202,29 +196,18 @@ class FractalBlock(nn.Module):
 
 
 class FractalNet(ConvNet):
-    """A FractalNet built from a `FractalNetConfig`.
+    """A FractalNet built from a `FractalNetConfig`; the constructor takes `ConvNet`'s arguments.
 
     ``model.column`` (or ``column=`` when building) restricts the network to one column: at evaluation only that
     column is computed; in training the whole fractal runs with global drop-path fixed to that column.
-
-    Args:
-        cfg: The architecture.
-        num_classes: Classifier outputs; 0 leaves the classifier out.
-        in_chans: Input image channels.
-        model_name: Name used in error messages.
     """
+
+    head_names = HeadNames(pool="global_pool", drop=None, fc="fc")
 
     def __init__(
         self, cfg: FractalNetConfig, *, num_classes: int = 10, in_chans: int = 3, model_name: str = "fractalnet"
     ) -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
         self._column = cfg.column
 
         self.block_names: list[str] = []
@@ -239,23 +222,24 @@ class FractalNet(ConvNet):
             self.block_names.append(name)
             chs, reduction = out_chs, reduction * 2
             self.feature_info.append(FeatureInfo(chs, reduction, name))
-        self.num_features = chs
         # Every block halves with floor: 32x32 is the smallest image that keeps a pixel after five blocks.
         self.min_input_size = reduction
-
         # The paper's fully connected layer sees the 1x1 map of a 32x32 input; pooling first also takes larger ones.
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc: nn.Module = nn.Linear(chs, num_classes) if num_classes else nn.Identity()
+        self.init_head(chs)
         self._init_weights()
 
     def _init_weights(self) -> None:
         if self.block1.columns[0][0].conv.weight.is_meta:
             return  # built on the meta device for analysis: there are no values to initialise
-        # Caffe's "xavier" filler of the authors' files (uniform, variance 1 / fan-in) and zero biases.
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_uniform_(m.weight, nonlinearity="linear")
-                nn.init.zeros_(m.bias)
+            if isinstance(m, nn.Conv2d):
+                _xavier_(m)
+        if isinstance(self.fc, nn.Linear):
+            self.init_classifier(self.fc)
+
+    def init_classifier(self, fc: nn.Linear) -> None:
+        """The same filler as the convolutions."""
+        _xavier_(fc)
 
     @property
     def column(self) -> int | None:
@@ -286,23 +270,11 @@ class FractalNet(ConvNet):
             x = block(x, column)
         return x
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.global_pool(x), 1)
-        return x if pre_logits else self.fc(x)
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        like = self.block1.columns[0][0].conv.weight  # the new head lives where the network lives, in its precision
-        if not num_classes:
-            self.fc = nn.Identity()
-            return
-        self.fc = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
-        if not like.is_meta:
-            nn.init.kaiming_uniform_(self.fc.weight, nonlinearity="linear")
-            nn.init.zeros_(self.fc.bias)
+def _xavier_(layer: nn.Conv2d | nn.Linear) -> None:
+    # Caffe's "xavier" filler of the authors' files (uniform, variance 1 / fan-in) and a zero bias.
+    nn.init.kaiming_uniform_(layer.weight, nonlinearity="linear")
+    nn.init.zeros_(layer.bias)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -326,19 +298,17 @@ _REPORTED = (
     + cifar_error(10.18, 35.34, "Table 1", "no augmentation, without drop-path or dropout")
 )
 
-_VARIANTS: dict[str, tuple[FractalNetConfig, tuple[Reported, ...], str]] = {
-    "fractalnet_20": (
+_VARIANTS = [
+    Variant(
+        "fractalnet_20",
         FractalNetConfig(),
+        _LARSSON_2017,
+        CIFAR10_DEFAULTS,
         _REPORTED,
         "B=5 blocks of C=3 columns (deepest column 5 x 4 = 20 convolutions), 64-128-256-512-512 filters, dropout "
         "0-0.4 by block, local drop-path 0.15 and global drop-path on half the mini-batches. 33,714,314 parameters "
         "with CIFAR-10's 10 classes; Table 1 prints 38.6M, which this layout (the authors' generator's) does not reach",
     ),
-}
+]
 
-
-for _name, (_cfg, _reported, _notes) in _VARIANTS.items():
-    register_model(
-        ModelCard(_name, "fractalnet", _LARSSON_2017, reported=_reported, notes=_notes, **CIFAR10_DEFAULTS),
-        config_builder(_name, _cfg, FractalNet),
-    )
+register_family("fractalnet", FractalNet, _VARIANTS)

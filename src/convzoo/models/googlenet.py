@@ -29,8 +29,6 @@ in torchvision without pretrained weights.
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -38,16 +36,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from convzoo.layers.inception import ConvNormAct, Inception, adapt_aux_state, imagenet_to_unit_range, pad_to_size
-from convzoo.models.base import AuxOutputs, ConvNet, FeatureInfo
-from convzoo.registry import (
-    IMAGENET_DEFAULTS,
-    ModelCard,
-    Paper,
-    Reported,
-    config_builder,
-    register_model,
-)
+from convzoo.layers.inception import AuxHeadNet, Inception, inception_conv, pad_to_size
+from convzoo.layers.trunk import smallest_input
+from convzoo.models.base import FeatureInfo
+from convzoo.registry import IMAGENET_DEFAULTS, Paper, Reported, Variant, register_family
 
 AUX_POOLS = ("adaptive", "paper")
 
@@ -151,7 +143,7 @@ class InceptionAux(nn.Module):
     def __init__(self, in_chs: int, num_classes: int, *, pool: str, norm: bool, drop_rate: float) -> None:
         super().__init__()
         self.pool_mode = pool
-        self.conv = ConvNormAct(in_chs, 128, 1, norm=norm)
+        self.conv = inception_conv(in_chs, 128, 1, norm=norm)
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.fc2 = nn.Linear(1024, num_classes)
         self.dropout = nn.Dropout(drop_rate)
@@ -160,15 +152,21 @@ class InceptionAux(nn.Module):
         if self.pool_mode == "adaptive":
             return F.adaptive_avg_pool2d(x, 4)
         # 14x14 -> 4x4 at the paper's 224x224 input; the adaptive pool then changes nothing.
-        return F.adaptive_avg_pool2d(F.avg_pool2d(pad_to_size(x, 14), 5, stride=3), 4)
+        x = pad_to_size(x, 14)
+        x = F.avg_pool2d(x, 5, stride=3)
+        return F.adaptive_avg_pool2d(x, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.conv(self.pool(x)), 1)
-        x = self.dropout(F.relu(self.fc1(x), inplace=True))
+        x = self.pool(x)
+        x = self.conv(x)
+        x = torch.flatten(x, 1)
+        x = self.fc1(x)
+        x = F.relu(x, inplace=True)
+        x = self.dropout(x)
         return self.fc2(x)
 
 
-class GoogLeNet(ConvNet):
+class GoogLeNet(AuxHeadNet):
     """GoogLeNet built from a `GoogLeNetConfig` and `GOOGLENET_TABLE`.
 
     Module names are torchvision's: ``conv1``, ``maxpool1``, ``conv2``, ``conv3``, ``maxpool2``,
@@ -182,29 +180,22 @@ class GoogLeNet(ConvNet):
         model_name: Name used in error messages.
     """
 
+    aux_taps = AUX_TAPS
+    aux_classifier = "fc2"
+
     def __init__(
         self, cfg: GoogLeNetConfig, *, num_classes: int = 1000, in_chans: int = 3, model_name: str = "googlenet"
     ) -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        if cfg.transform_input and in_chans != 3:
-            raise ValueError(f"{model_name}: transform_input maps RGB ImageNet statistics and needs in_chans=3")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
         norm = cfg.batch_norm
 
-        self.conv1 = ConvNormAct(in_chans, 64, 7, stride=2, padding=3, norm=norm)
-        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.norm1 = _lrn() if cfg.lrn else nn.Identity()
-        self.conv2 = ConvNormAct(64, 64, 1, norm=norm)
-        self.conv3 = ConvNormAct(64, 192, 3, padding=1, norm=norm)
-        self.norm2 = _lrn() if cfg.lrn else nn.Identity()
-        self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.layer_names = ["conv1", "maxpool1", "norm1", "conv2", "conv3", "norm2", "maxpool2"]
+        self.add_layer("conv1", inception_conv(in_chans, 64, 7, stride=2, padding=3, norm=norm))
+        self.add_layer("maxpool1", nn.MaxPool2d(3, stride=2, ceil_mode=True))
+        self.add_layer("norm1", _lrn() if cfg.lrn else nn.Identity())
+        self.add_layer("conv2", inception_conv(64, 64, 1, norm=norm))
+        self.add_layer("conv3", inception_conv(64, 192, 3, padding=1, norm=norm))
+        self.add_layer("norm2", _lrn() if cfg.lrn else nn.Identity())
+        self.add_layer("maxpool2", nn.MaxPool2d(3, stride=2, ceil_mode=True))
         self.feature_info = [
             FeatureInfo(64, 2, "conv1"),
             FeatureInfo(192, 4, "norm2" if cfg.lrn else "conv3"),
@@ -214,139 +205,53 @@ class GoogLeNet(ConvNet):
         for i, group in enumerate(GOOGLENET_TABLE):
             if i > 0:
                 kernel = cfg.last_pool_kernel if i == len(GOOGLENET_TABLE) - 1 else 3
-                self._add(f"maxpool{i + 2}", nn.MaxPool2d(kernel, stride=2, ceil_mode=True))
+                self.add_layer(f"maxpool{i + 2}", nn.MaxPool2d(kernel, stride=2, ceil_mode=True))
                 reduction *= 2
             for spec in group:
                 block = Inception(chs, *spec[1:], ch5x5_kernel=cfg.ch5x5_kernel, norm=norm)
-                self._add(f"inception{spec.name}", block)
+                self.add_layer(f"inception{spec.name}", block)
                 chs = block.out_chs
             self.feature_info.append(FeatureInfo(chs, reduction, f"inception{group[-1].name}"))
-        self.num_features = chs
-        self.min_input_size = min_input_size(cfg.last_pool_kernel)
+        # The convolutions are padded but the max-pools are not: even rounding up, a 3x3/2 pool needs a 2x2 map.
+        # The trunk needs 15 pixels with torchvision's 2x2 pool before inception (5a), 31 with the paper's 3x3 (not
+        # the total stride, 32); the auxiliary heads adapt to any grid, so the same holds in training.
+        self.min_input_size = smallest_input([getattr(self, name) for name in self.layer_names])
 
-        self.aux1: InceptionAux | None = None
-        self.aux2: InceptionAux | None = None
         self._build_aux_heads()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(cfg.drop_rate)
-        self.fc: nn.Module = nn.Linear(chs, num_classes) if num_classes else nn.Identity()
+        self.init_head(chs, cfg.drop_rate)
         self._init_weights()
 
-    def _add(self, name: str, module: nn.Module) -> None:
-        self.add_module(name, module)
-        self.layer_names.append(name)
+    def _make_aux_head(self, in_chs: int) -> InceptionAux:
+        cfg = self.cfg
+        return InceptionAux(
+            in_chs, self.num_classes, pool=cfg.aux_pool, norm=cfg.batch_norm, drop_rate=cfg.aux_drop_rate
+        )
 
-    def _build_aux_heads(self) -> None:
-        build = self.cfg.aux_logits and self.num_classes > 0
-        for tap, name in AUX_TAPS.items():
-            head = None
-            if build:
-                like = self.conv1.conv.weight
-                head = InceptionAux(
-                    getattr(self, tap).out_chs,
-                    self.num_classes,
-                    pool=self.cfg.aux_pool,
-                    norm=self.cfg.batch_norm,
-                    drop_rate=self.cfg.aux_drop_rate,
-                ).to(device=like.device, dtype=like.dtype)
-            setattr(self, name, head)
+    def _init_layer(self, layer: nn.Conv2d | nn.Linear, bias: float) -> None:
+        if self.cfg.batch_norm:
+            # torchvision's initialisation (biases keep PyTorch's default).
+            nn.init.trunc_normal_(layer.weight, mean=0.0, std=0.01, a=-2, b=2)
+        else:
+            # Caffe's "xavier" filler: uniform with variance 1 / fan_in.
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="linear")
+            nn.init.constant_(layer.bias, bias)
+
+    def init_classifier(self, fc: nn.Linear) -> None:
+        self._init_layer(fc, bias=0.0)
 
     def _init_weights(self, root: nn.Module | None = None) -> None:
-        """Initialise ``root`` (default: the whole network)."""
         root = self if root is None else root
         if self.conv1.conv.weight.is_meta:
             return  # built on the meta device for analysis: there are no values to initialise
-        classifiers = {self.fc, *(h.fc2 for h in (self.aux1, self.aux2) if h is not None)}
+        classifiers = {self.fc, *(head.fc2 for head in self.aux_heads())}
         for m in root.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                if self.cfg.batch_norm:
-                    # torchvision's initialisation (biases keep PyTorch's default).
-                    nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
-                else:
-                    # Caffe's "xavier" filler: uniform with variance 1 / fan_in.
-                    nn.init.kaiming_uniform_(m.weight, nonlinearity="linear")
-                    nn.init.constant_(m.bias, 0.0 if m in classifiers else 0.2)
+            if isinstance(m, nn.Linear) and m in classifiers:
+                self.init_classifier(m)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
+                self._init_layer(m, bias=0.2)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-
-    def _forward_trunk(self, x: torch.Tensor, aux_out: list[torch.Tensor] | None) -> torch.Tensor:
-        self.check_input(x)
-        if self.cfg.transform_input:
-            x = imagenet_to_unit_range(x)
-        for name in self.layer_names:
-            x = getattr(self, name)(x)
-            if aux_out is not None and name in AUX_TAPS:
-                aux_out.append(getattr(self, AUX_TAPS[name])(x))
-        return x
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward_trunk(x, None)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(torch.flatten(self.avgpool(x), 1))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | AuxOutputs:
-        if not self.training or self.aux1 is None:
-            return self.forward_head(self.forward_features(x))
-        aux: list[torch.Tensor] = []
-        logits = self.forward_head(self._forward_trunk(x, aux))
-        return AuxOutputs(logits, tuple(aux), (self.cfg.aux_weight,) * len(aux))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Give the classifier and both auxiliary classifiers ``num_classes`` fresh outputs.
-
-        The auxiliary heads keep their hidden layers; with ``num_classes=0`` they are removed along with the
-        classifier, and a later reset with classes rebuilds them from scratch.
-        """
-        self.num_classes = num_classes
-        like = self.conv1.conv.weight  # new layers live where the network lives, in its precision
-        self.fc = (
-            nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
-            if num_classes
-            else nn.Identity()
-        )
-        fresh = [self.fc]
-        if not num_classes or not self.cfg.aux_logits:
-            self.aux1 = self.aux2 = None
-        elif self.aux1 is None:
-            self._build_aux_heads()
-            fresh += [self.aux1, self.aux2]
-        else:
-            for head in (self.aux1, self.aux2):
-                head.fc2 = nn.Linear(head.fc2.in_features, num_classes, device=like.device, dtype=like.dtype)
-                fresh.append(head.fc2)
-        for module in fresh:
-            self._init_weights(module)
-
-    def remap_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Fit a checkpoint's auxiliary classifiers to this network (see `adapt_aux_state`)."""
-        return adapt_aux_state(state, self, aux_prefixes=("aux1.", "aux2."), aux_out_layers=("aux1.fc2.", "aux2.fc2."))
-
-
-def min_input_size(last_pool_kernel: int) -> int:
-    """The smallest input side GoogLeNet accepts: every max-pool must keep at least one window.
-
-    15 with torchvision's 2x2 pool before inception (5a), 31 with the paper's 3x3; the auxiliary heads adapt to any
-    grid, so the same holds in training.
-    """
-
-    def pooled(size: int, kernel: int) -> int:
-        # ceil_mode output size, less a last window that would start past the input (PyTorch's rule).
-        out = math.ceil((size - kernel) / 2) + 1
-        return out - 1 if (out - 1) * 2 >= size else out
-
-    def trunk_output(size: int) -> int:
-        size = (size - 1) // 2 + 1  # the 7x7/2 convolution with padding 3
-        for kernel in (3, 3, 3, last_pool_kernel):
-            size = pooled(size, kernel) if size > 0 else 0
-        return size
-
-    return next(size for size in itertools.count(1) if trunk_output(size) >= 1)
 
 
 def _lrn() -> nn.LocalResponseNorm:
@@ -370,26 +275,28 @@ _REPORTED = (
     Reported("ImageNet", "top-5 error", 10.07, "Table 3", "one model, one 224x224 crop, validation set"),
     Reported("ImageNet", "top-5 error", 6.67, "Table 2", "ILSVRC 2014 test set; 7 models, 144 crops each (Table 3)"),
 )
-_VARIANTS: dict[str, tuple[GoogLeNetConfig, str]] = {
-    "googlenet": (
+_VARIANTS = [
+    Variant(
+        "googlenet",
         GoogLeNetConfig(),
+        _SZEGEDY_2015,
+        IMAGENET_DEFAULTS,
+        _REPORTED,
         "torchvision's GoogLeNet, whose ImageNet weights were converted from TensorFlow: batch norm after every "
         "convolution, 3x3 kernels in the '#5x5' branches, no LRN, a 2x2 max-pool before inception (5a), adaptive "
         "4x4 pooling in the auxiliary heads, dropout 0.2. The reported results are the paper's, for googlenet_2014. "
         "Pass transform_input=True to feed ImageNet-normalised images to torchvision's ImageNet checkpoint",
     ),
-    "googlenet_2014": (
+    Variant(
+        "googlenet_2014",
         GoogLeNetConfig(
             batch_norm=False, ch5x5_kernel=5, lrn=True, last_pool_kernel=3, aux_pool="paper", drop_rate=0.4
         ),
+        _SZEGEDY_2015,
+        IMAGENET_DEFAULTS,
+        _REPORTED,
         "Table 1 as published: 5x5 convolutions, no batch norm, LRN in the stem, 3x3/2 max-pools, 5x5/3 average "
         "pools in the auxiliary heads, dropout 0.4; Caffe replication's initialisation (the paper gives none)",
     ),
-}
-
-
-for _name, (_cfg, _notes) in _VARIANTS.items():
-    register_model(
-        ModelCard(_name, "googlenet", _SZEGEDY_2015, reported=_REPORTED, notes=_notes, **IMAGENET_DEFAULTS),
-        config_builder(_name, _cfg, GoogLeNet),
-    )
+]
+register_family("googlenet", GoogLeNet, _VARIANTS)

@@ -36,14 +36,7 @@ import torch.nn as nn
 
 from convzoo.layers.highway import HighwayConv2d
 from convzoo.models.base import ConvNet, FeatureInfo
-from convzoo.registry import (
-    CIFAR10_DEFAULTS,
-    ModelCard,
-    Paper,
-    Reported,
-    config_builder,
-    register_model,
-)
+from convzoo.registry import CIFAR10_DEFAULTS, Paper, Reported, Variant, register_family
 
 
 @dataclass(frozen=True)
@@ -103,28 +96,13 @@ class PlainConv2d(nn.Sequential):
 
 
 class HighwayNet(ConvNet):
-    """A convolutional highway network built from a `HighwayConfig`.
-
-    Args:
-        cfg: The architecture.
-        num_classes: Classifier outputs; 0 leaves the classifier out.
-        in_chans: Input image channels.
-        model_name: Name used in error messages.
-    """
+    """A convolutional highway network built from a `HighwayConfig`; the constructor takes `ConvNet`'s arguments."""
 
     def __init__(
         self, cfg: HighwayConfig, *, num_classes: int = 10, in_chans: int = 3, model_name: str = "highway"
     ) -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-
-        self.input_drop = nn.Dropout(cfg.input_drop_rate) if cfg.input_drop_rate else nn.Identity()
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
+        self.input_drop = _dropout(cfg.input_drop_rate)
         self.feature_info: list[FeatureInfo] = []
         self.stage_names: list[str] = []
         chs, reduction = in_chans, 1
@@ -150,12 +128,8 @@ class HighwayNet(ConvNet):
         self.head_conv = nn.Conv2d(chs, cfg.head_width, 1)
         self.head_act = nn.ReLU(inplace=True)
         self.feature_info.append(FeatureInfo(cfg.head_width, reduction, "head_act"))
-        self.num_features = cfg.head_width
         self.min_input_size = reduction
-
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.head_drop = _dropout(cfg.drop_rate)
-        self.fc: nn.Module = nn.Linear(cfg.head_width, num_classes) if num_classes else nn.Identity()
+        self.init_head(cfg.head_width, cfg.drop_rate)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -171,7 +145,12 @@ class HighwayNet(ConvNet):
         for m in self.highway_layers():
             m.reset_parameters()
         if isinstance(self.fc, nn.Linear):
-            _init_classifier(self.fc)
+            self.init_classifier(self.fc)
+
+    def init_classifier(self, fc: nn.Linear) -> None:
+        """The authors' classifier filler: a Gaussian of std 0.05, zero bias."""
+        nn.init.normal_(fc.weight, std=0.05)
+        nn.init.zeros_(fc.bias)
 
     def highway_layers(self) -> list[HighwayConv2d]:
         """Every highway layer, from the input side to the output side."""
@@ -182,33 +161,12 @@ class HighwayNet(ConvNet):
         x = self.input_drop(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
-        return self.head_act(self.head_conv(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(torch.flatten(self.global_pool(x), 1))
-        return x if pre_logits else self.fc(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        like = self.head_conv.weight  # the new head lives where the network lives, in its precision
-        if not num_classes:
-            self.fc = nn.Identity()
-            return
-        self.fc = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
-        if not like.is_meta:
-            _init_classifier(self.fc)
+        x = self.head_conv(x)
+        return self.head_act(x)
 
 
 def _dropout(rate: float) -> nn.Module:
     return nn.Dropout(rate) if rate else nn.Identity()
-
-
-def _init_classifier(fc: nn.Linear) -> None:
-    nn.init.normal_(fc.weight, std=0.05)
-    nn.init.zeros_(fc.bias)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -222,9 +180,12 @@ _SRIVASTAVA_2015 = Paper(
     "https://arxiv.org/abs/1507.06228",
 )
 
-_VARIANTS: dict[str, tuple[HighwayConfig, tuple[Reported, ...], str]] = {
-    "highway_cifar_19": (
+_VARIANTS = [
+    Variant(
+        "highway_cifar_19",
         HighwayConfig(),
+        _SRIVASTAVA_2015,
+        CIFAR10_DEFAULTS,
         (
             Reported("CIFAR-10", "top-1 accuracy", 92.40, "Table 3", "best of 5 runs (mean 92.31 +- 0.12)"),
             Reported("CIFAR-100", "top-1 accuracy", 67.76, "Table 3", "best of 5 runs (mean 67.61 +- 0.15)"),
@@ -235,11 +196,6 @@ _VARIANTS: dict[str, tuple[HighwayConfig, tuple[Reported, ...], str]] = {
         "replacing their fully connected layer with the 1x1 convolution and pooling; Highway B there (19 layers, "
         "~2.3M parameters) reached 92.46% on CIFAR-10 (mean 92.28 +- 0.16)",
     ),
-}
+]
 
-
-for _name, (_cfg, _reported, _notes) in _VARIANTS.items():
-    register_model(
-        ModelCard(_name, "highway", _SRIVASTAVA_2015, reported=_reported, notes=_notes, **CIFAR10_DEFAULTS),
-        config_builder(_name, _cfg, HighwayNet),
-    )
+register_family("highway", HighwayNet, _VARIANTS)

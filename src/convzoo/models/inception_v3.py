@@ -32,25 +32,16 @@ as torchvision does when it loads them; the default is False, as in torchvision 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from convzoo.layers.inception import ConvNormAct, adapt_aux_state, imagenet_to_unit_range, pad_to_size
-from convzoo.models.base import AuxOutputs, ConvNet, FeatureInfo
-from convzoo.registry import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ModelCard,
-    Paper,
-    check_overrides,
-    imagenet_error,
-    register_model,
-)
+from convzoo.layers.inception import AuxHeadNet, inception_conv, pad_to_size
+from convzoo.layers.trunk import smallest_input
+from convzoo.models.base import FeatureInfo
+from convzoo.registry import IMAGENET_DEFAULTS, Paper, Variant, imagenet_error, register_family
 
 # A 299x299 input leaves a 17x17 grid at the auxiliary head.
 AUX_GRID = 17
@@ -61,37 +52,50 @@ class InceptionA(nn.Module):
 
     def __init__(self, in_chs: int, *, pool_features: int) -> None:
         super().__init__()
-        self.branch1x1 = ConvNormAct(in_chs, 64, 1)
-        self.branch5x5_1 = ConvNormAct(in_chs, 48, 1)
-        self.branch5x5_2 = ConvNormAct(48, 64, 5, padding=2)
-        self.branch3x3dbl_1 = ConvNormAct(in_chs, 64, 1)
-        self.branch3x3dbl_2 = ConvNormAct(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = ConvNormAct(96, 96, 3, padding=1)
-        self.branch_pool = ConvNormAct(in_chs, pool_features, 1)
+        self.branch1x1 = inception_conv(in_chs, 64, 1)
+        self.branch5x5_1 = inception_conv(in_chs, 48, 1)
+        self.branch5x5_2 = inception_conv(48, 64, 5, padding=2)
+        self.branch3x3dbl_1 = inception_conv(in_chs, 64, 1)
+        self.branch3x3dbl_2 = inception_conv(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = inception_conv(96, 96, 3, padding=1)
+        self.branch_pool = inception_conv(in_chs, pool_features, 1)
         self.out_chs = 64 + 64 + 96 + pool_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch1x1 = self.branch1x1(x)
-        branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
-        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        branch_pool = self.branch_pool(F.avg_pool2d(x, 3, stride=1, padding=1))
+        branch5x5 = self.branch5x5_1(x)
+        branch5x5 = self.branch5x5_2(branch5x5)
+        branch3x3dbl = self.branch3x3dbl_1(x)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl)
+        branch3x3dbl = self.branch3x3dbl_3(branch3x3dbl)
+        branch_pool = F.avg_pool2d(x, 3, stride=1, padding=1)
+        branch_pool = self.branch_pool(branch_pool)
         return torch.cat([branch1x1, branch5x5, branch3x3dbl, branch_pool], 1)
 
 
 class InceptionB(nn.Module):
-    """Grid reduction 35x35 -> 17x17 (Figure 10): stride-2 3x3 and double-3x3 branches beside a stride-2 max-pool."""
+    """Grid reduction 35x35 -> 17x17 (Figure 10): stride-2 3x3 and double-3x3 branches beside a stride-2 max-pool.
+
+    Every branch ends in an unpadded 3x3 window at stride 2, which ``kernel_size`` and ``stride`` state for the
+    trunk's size arithmetic (`convzoo.layers.trunk`).
+    """
+
+    kernel_size = 3
+    stride = 2
 
     def __init__(self, in_chs: int) -> None:
         super().__init__()
-        self.branch3x3 = ConvNormAct(in_chs, 384, 3, stride=2)
-        self.branch3x3dbl_1 = ConvNormAct(in_chs, 64, 1)
-        self.branch3x3dbl_2 = ConvNormAct(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = ConvNormAct(96, 96, 3, stride=2)
+        self.branch3x3 = inception_conv(in_chs, 384, 3, stride=2, padding=0)
+        self.branch3x3dbl_1 = inception_conv(in_chs, 64, 1)
+        self.branch3x3dbl_2 = inception_conv(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = inception_conv(96, 96, 3, stride=2, padding=0)
         self.out_chs = 384 + 96 + in_chs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch3x3 = self.branch3x3(x)
-        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        branch3x3dbl = self.branch3x3dbl_1(x)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl)
+        branch3x3dbl = self.branch3x3dbl_3(branch3x3dbl)
         branch_pool = F.max_pool2d(x, 3, stride=2)
         return torch.cat([branch3x3, branch3x3dbl, branch_pool], 1)
 
@@ -107,44 +111,59 @@ class InceptionC(nn.Module):
     def __init__(self, in_chs: int, *, channels_7x7: int) -> None:
         super().__init__()
         c7 = channels_7x7
-        self.branch1x1 = ConvNormAct(in_chs, 192, 1)
-        self.branch7x7_1 = ConvNormAct(in_chs, c7, 1)
-        self.branch7x7_2 = ConvNormAct(c7, c7, (1, 7), padding=(0, 3))
-        self.branch7x7_3 = ConvNormAct(c7, 192, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_1 = ConvNormAct(in_chs, c7, 1)
-        self.branch7x7dbl_2 = ConvNormAct(c7, c7, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_3 = ConvNormAct(c7, c7, (1, 7), padding=(0, 3))
-        self.branch7x7dbl_4 = ConvNormAct(c7, c7, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_5 = ConvNormAct(c7, 192, (1, 7), padding=(0, 3))
-        self.branch_pool = ConvNormAct(in_chs, 192, 1)
+        self.branch1x1 = inception_conv(in_chs, 192, 1)
+        self.branch7x7_1 = inception_conv(in_chs, c7, 1)
+        self.branch7x7_2 = inception_conv(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7_3 = inception_conv(c7, 192, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_1 = inception_conv(in_chs, c7, 1)
+        self.branch7x7dbl_2 = inception_conv(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_3 = inception_conv(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7dbl_4 = inception_conv(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_5 = inception_conv(c7, 192, (1, 7), padding=(0, 3))
+        self.branch_pool = inception_conv(in_chs, 192, 1)
         self.out_chs = 4 * 192
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch1x1 = self.branch1x1(x)
-        branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        branch7x7dbl = self.branch7x7dbl_2(self.branch7x7dbl_1(x))
-        branch7x7dbl = self.branch7x7dbl_5(self.branch7x7dbl_4(self.branch7x7dbl_3(branch7x7dbl)))
-        branch_pool = self.branch_pool(F.avg_pool2d(x, 3, stride=1, padding=1))
+        branch7x7 = self.branch7x7_1(x)
+        branch7x7 = self.branch7x7_2(branch7x7)
+        branch7x7 = self.branch7x7_3(branch7x7)
+        branch7x7dbl = self.branch7x7dbl_1(x)
+        branch7x7dbl = self.branch7x7dbl_2(branch7x7dbl)
+        branch7x7dbl = self.branch7x7dbl_3(branch7x7dbl)
+        branch7x7dbl = self.branch7x7dbl_4(branch7x7dbl)
+        branch7x7dbl = self.branch7x7dbl_5(branch7x7dbl)
+        branch_pool = F.avg_pool2d(x, 3, stride=1, padding=1)
+        branch_pool = self.branch_pool(branch_pool)
         return torch.cat([branch1x1, branch7x7, branch7x7dbl, branch_pool], 1)
 
 
 class InceptionD(nn.Module):
-    """Grid reduction 17x17 -> 8x8: 1x1 then stride-2 3x3; 1x1, 1x7, 7x1 then stride-2 3x3; a stride-2 max-pool."""
+    """Grid reduction 17x17 -> 8x8: 1x1 then stride-2 3x3; 1x1, 1x7, 7x1 then stride-2 3x3; a stride-2 max-pool.
+
+    Every branch ends in an unpadded 3x3 window at stride 2, stated as for `InceptionB`.
+    """
+
+    kernel_size = 3
+    stride = 2
 
     def __init__(self, in_chs: int) -> None:
         super().__init__()
-        self.branch3x3_1 = ConvNormAct(in_chs, 192, 1)
-        self.branch3x3_2 = ConvNormAct(192, 320, 3, stride=2)
-        self.branch7x7x3_1 = ConvNormAct(in_chs, 192, 1)
-        self.branch7x7x3_2 = ConvNormAct(192, 192, (1, 7), padding=(0, 3))
-        self.branch7x7x3_3 = ConvNormAct(192, 192, (7, 1), padding=(3, 0))
-        self.branch7x7x3_4 = ConvNormAct(192, 192, 3, stride=2)
+        self.branch3x3_1 = inception_conv(in_chs, 192, 1)
+        self.branch3x3_2 = inception_conv(192, 320, 3, stride=2, padding=0)
+        self.branch7x7x3_1 = inception_conv(in_chs, 192, 1)
+        self.branch7x7x3_2 = inception_conv(192, 192, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = inception_conv(192, 192, (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = inception_conv(192, 192, 3, stride=2, padding=0)
         self.out_chs = 320 + 192 + in_chs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch3x3 = self.branch3x3_2(self.branch3x3_1(x))
-        branch7x7x3 = self.branch7x7x3_2(self.branch7x7x3_1(x))
-        branch7x7x3 = self.branch7x7x3_4(self.branch7x7x3_3(branch7x7x3))
+        branch3x3 = self.branch3x3_1(x)
+        branch3x3 = self.branch3x3_2(branch3x3)
+        branch7x7x3 = self.branch7x7x3_1(x)
+        branch7x7x3 = self.branch7x7x3_2(branch7x7x3)
+        branch7x7x3 = self.branch7x7x3_3(branch7x7x3)
+        branch7x7x3 = self.branch7x7x3_4(branch7x7x3)
         branch_pool = F.max_pool2d(x, 3, stride=2)
         return torch.cat([branch3x3, branch7x7x3, branch_pool], 1)
 
@@ -154,24 +173,26 @@ class InceptionE(nn.Module):
 
     def __init__(self, in_chs: int) -> None:
         super().__init__()
-        self.branch1x1 = ConvNormAct(in_chs, 320, 1)
-        self.branch3x3_1 = ConvNormAct(in_chs, 384, 1)
-        self.branch3x3_2a = ConvNormAct(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3_2b = ConvNormAct(384, 384, (3, 1), padding=(1, 0))
-        self.branch3x3dbl_1 = ConvNormAct(in_chs, 448, 1)
-        self.branch3x3dbl_2 = ConvNormAct(448, 384, 3, padding=1)
-        self.branch3x3dbl_3a = ConvNormAct(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3dbl_3b = ConvNormAct(384, 384, (3, 1), padding=(1, 0))
-        self.branch_pool = ConvNormAct(in_chs, 192, 1)
+        self.branch1x1 = inception_conv(in_chs, 320, 1)
+        self.branch3x3_1 = inception_conv(in_chs, 384, 1)
+        self.branch3x3_2a = inception_conv(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3_2b = inception_conv(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = inception_conv(in_chs, 448, 1)
+        self.branch3x3dbl_2 = inception_conv(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = inception_conv(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = inception_conv(384, 384, (3, 1), padding=(1, 0))
+        self.branch_pool = inception_conv(in_chs, 192, 1)
         self.out_chs = 320 + 2 * 384 + 2 * 384 + 192
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch1x1 = self.branch1x1(x)
         branch3x3 = self.branch3x3_1(x)
         branch3x3 = torch.cat([self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)], 1)
-        branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        branch3x3dbl = self.branch3x3dbl_1(x)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl)
         branch3x3dbl = torch.cat([self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], 1)
-        branch_pool = self.branch_pool(F.avg_pool2d(x, 3, stride=1, padding=1))
+        branch_pool = F.avg_pool2d(x, 3, stride=1, padding=1)
+        branch_pool = self.branch_pool(branch_pool)
         return torch.cat([branch1x1, branch3x3, branch3x3dbl, branch_pool], 1)
 
 
@@ -186,14 +207,18 @@ class InceptionAux(nn.Module):
 
     def __init__(self, in_chs: int, num_classes: int) -> None:
         super().__init__()
-        self.conv0 = ConvNormAct(in_chs, 128, 1)
-        self.conv1 = ConvNormAct(128, 768, 5)
+        self.conv0 = inception_conv(in_chs, 128, 1)
+        self.conv1 = inception_conv(128, 768, 5, padding=0)
         self.fc = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(pad_to_size(x, AUX_GRID), 5, stride=3)
-        x = self.conv1(self.conv0(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        x = pad_to_size(x, AUX_GRID)
+        x = F.avg_pool2d(x, 5, stride=3)
+        x = self.conv0(x)
+        x = self.conv1(x)
+        x = F.adaptive_avg_pool2d(x, 1)
+        x = torch.flatten(x, 1)
+        return self.fc(x)
 
 
 # The stem as released: name, output channels (None for a max-pool), kernel, stride, padding. No padding but in
@@ -250,7 +275,7 @@ class InceptionV3Config:
             raise ValueError(f"{name}: aux_weight must be non-negative; got {self.aux_weight}")
 
 
-class InceptionV3(ConvNet):
+class InceptionV3(AuxHeadNet):
     """Inception v3 with torchvision's module names (``Conv2d_1a_3x3`` .. ``Mixed_7c``, ``AuxLogits``, ``fc``).
 
     Args:
@@ -260,55 +285,47 @@ class InceptionV3(ConvNet):
         model_name: Name used in error messages.
     """
 
-    # The unpadded stem and the two unpadded stride-2 grid reductions need 75x75 (3x3 at Mixed_7a's input); the
-    # auxiliary head pads smaller grids, so training needs no more.
-    min_input_size = 75
+    aux_taps = {AUX_TAP: "AuxLogits"}
+    aux_classifier = "fc"
 
     def __init__(
         self, cfg: InceptionV3Config, *, num_classes: int = 1000, in_chans: int = 3, model_name: str = "inception_v3"
     ) -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        if cfg.transform_input and in_chans != 3:
-            raise ValueError(f"{model_name}: transform_input maps RGB ImageNet statistics and needs in_chans=3")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-
-        self.layer_names: list[str] = []
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
         self.feature_info: list[FeatureInfo] = []
         chs = in_chans
         for name, out_chs, kernel, stride, padding in STEM:
             if out_chs is None:
                 module: nn.Module = nn.MaxPool2d(kernel, stride=stride)
             else:
-                module = ConvNormAct(chs, out_chs, kernel, stride=stride, padding=padding)
+                module = inception_conv(chs, out_chs, kernel, stride=stride, padding=padding)
                 chs = out_chs
             self._add(name, module, chs)
         for name, block_type, kwargs in MIXED:
             block = block_type(chs, **kwargs)
             chs = block.out_chs
             self._add(name, block, chs)
-        self.num_features = chs
+        # The unpadded stem and the two unpadded grid reductions need 75x75 (3x3 at Mixed_7a's input), as
+        # torchvision states for its weights; the auxiliary head pads smaller grids, so training needs no more.
+        self.min_input_size = smallest_input([getattr(self, name) for name in self.layer_names])
 
-        self.AuxLogits: InceptionAux | None = None
-        if cfg.aux_logits and num_classes:
-            self.AuxLogits = InceptionAux(getattr(self, AUX_TAP).out_chs, num_classes)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(cfg.drop_rate)
-        self.fc: nn.Module = nn.Linear(chs, num_classes) if num_classes else nn.Identity()
-        self._init_weights(self)
+        self._build_aux_heads()
+        self.init_head(chs, cfg.drop_rate)
+        self._init_weights()
 
     def _add(self, name: str, module: nn.Module, chs: int) -> None:
-        self.add_module(name, module)
-        self.layer_names.append(name)
+        self.add_layer(name, module)
         if name in TAPS:
             self.feature_info.append(FeatureInfo(chs, TAPS[name], name))
 
-    def _init_weights(self, root: nn.Module) -> None:
+    def _make_aux_head(self, in_chs: int) -> InceptionAux:
+        return InceptionAux(in_chs, self.num_classes)
+
+    def init_classifier(self, fc: nn.Linear) -> None:
+        nn.init.trunc_normal_(fc.weight, mean=0.0, std=0.1, a=-2, b=2)
+
+    def _init_weights(self, root: nn.Module | None = None) -> None:
+        root = self if root is None else root
         if self.Conv2d_1a_3x3.conv.weight.is_meta:
             return  # built on the meta device for analysis: there are no values to initialise
         # torchvision's: truncated normal, std 0.1, but 0.01 for the auxiliary 5x5 convolution and 0.001 for the
@@ -316,69 +333,13 @@ class InceptionV3(ConvNet):
         aux = self.AuxLogits
         small = {} if aux is None else {aux.conv1.conv: 0.01, aux.fc: 0.001}
         for m in root.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, nn.Linear) and m is self.fc:
+                self.init_classifier(m)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, mean=0.0, std=small.get(m, 0.1), a=-2, b=2)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-
-    def _forward_trunk(self, x: torch.Tensor, aux_out: list[torch.Tensor] | None) -> torch.Tensor:
-        self.check_input(x)
-        if self.cfg.transform_input:
-            x = imagenet_to_unit_range(x)
-        for name in self.layer_names:
-            x = getattr(self, name)(x)
-            if aux_out is not None and name == AUX_TAP:
-                aux_out.append(self.AuxLogits(x))
-        return x
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward_trunk(x, None)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(torch.flatten(self.avgpool(x), 1))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | AuxOutputs:
-        if not self.training or self.AuxLogits is None:
-            return self.forward_head(self.forward_features(x))
-        aux: list[torch.Tensor] = []
-        logits = self.forward_head(self._forward_trunk(x, aux))
-        return AuxOutputs(logits, tuple(aux), (self.cfg.aux_weight,))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Give the classifier and the auxiliary classifier ``num_classes`` fresh outputs.
-
-        The auxiliary head keeps its convolutions; with ``num_classes=0`` it is removed along with the classifier,
-        and a later reset with classes rebuilds it from scratch.
-        """
-        self.num_classes = num_classes
-        like = self.Conv2d_1a_3x3.conv.weight  # new layers live where the network lives, in its precision
-        self.fc = (
-            nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
-            if num_classes
-            else nn.Identity()
-        )
-        fresh = [self.fc]
-        if not num_classes or not self.cfg.aux_logits:
-            self.AuxLogits = None
-        elif self.AuxLogits is None:
-            in_chs = getattr(self, AUX_TAP).out_chs
-            self.AuxLogits = InceptionAux(in_chs, num_classes).to(device=like.device, dtype=like.dtype)
-            fresh.append(self.AuxLogits)
-        else:
-            head = self.AuxLogits
-            head.fc = nn.Linear(head.fc.in_features, num_classes, device=like.device, dtype=like.dtype)
-            fresh.append(head.fc)
-        for module in fresh:
-            self._init_weights(module)
-
-    def remap_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Fit a checkpoint's auxiliary classifier to this network (see `adapt_aux_state`)."""
-        return adapt_aux_state(state, self, aux_prefixes=("AuxLogits.",), aux_out_layers=("AuxLogits.fc.",))
 
 
 _SZEGEDY_2016 = Paper(
@@ -388,34 +349,23 @@ _SZEGEDY_2016 = Paper(
     "CVPR",
     "https://arxiv.org/abs/1512.00567",
 )
-_ACCEPTED = [f.name for f in dataclasses.fields(InceptionV3Config)]
-
-
-def _build(*, num_classes: int, in_chans: int, **overrides: Any) -> InceptionV3:
-    check_overrides("inception_v3", overrides, _ACCEPTED)
-    cfg = dataclasses.replace(InceptionV3Config(), **overrides)
-    return InceptionV3(cfg, num_classes=num_classes, in_chans=in_chans, model_name="inception_v3")
-
-
-register_model(
-    ModelCard(
-        "inception_v3",
-        "inception_v3",
-        _SZEGEDY_2016,
-        input_size=(3, 299, 299),
-        num_classes=1000,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        # Table 3, last row ("Inception-v2 BN-auxiliary", which the paper calls Inception-v3).
-        reported=imagenet_error(
-            21.2, 5.6, "Table 3", "single 299x299 crop; the 48,238 non-blacklisted ILSVRC 2012 validation images"
-        ),
-        notes=(
+register_family(
+    "inception_v3",
+    InceptionV3,
+    [
+        Variant(
+            "inception_v3",
+            InceptionV3Config(),
+            _SZEGEDY_2016,
+            {**IMAGENET_DEFAULTS, "input_size": (3, 299, 299)},
+            # Table 3, last row ("Inception-v2 BN-auxiliary", which the paper calls Inception-v3).
+            imagenet_error(
+                21.2, 5.6, "Table 3", "single 299x299 crop; the 48,238 non-blacklisted ILSVRC 2012 validation images"
+            ),
             "the released network, as torchvision ships it: a 5x5 branch beside the factorised double 3x3 in the "
             "35x35 modules, and a 1x1-3x3-pool end of the stem, where the paper's Table 1 shows three 3x3 "
             "convolutions. Auxiliary loss weight 0.4 (TensorFlow-Slim's training script; the paper states none). "
-            "Pass transform_input=True to feed ImageNet-normalised images to torchvision's ImageNet checkpoint"
-        ),
-    ),
-    _build,
+            "Pass transform_input=True to feed ImageNet-normalised images to torchvision's ImageNet checkpoint",
+        )
+    ],
 )

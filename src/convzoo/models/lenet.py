@@ -23,255 +23,24 @@ were fixed by hand to stylised 7x12 bitmaps of the digits, trained with a maximu
 output is a linear layer (84 x 10 weights and 10 biases, 850 parameters), read as logits for the cross-entropy loss
 every other network in the zoo uses; the network holds 60,850 parameters in all.
 
-The module also holds what LeNet's descendants share: `FCHeadNet`, the base of every network whose convolutional
-trunk feeds fully connected layers (AlexNet, ZFNet, VGG), and helpers that trace map sizes, strides and channels
-through a trunk, so that `min_input_size` and `feature_info` follow from the layers themselves.
+LeNet set the layout its descendants (AlexNet, ZFNet, VGG) share, a convolutional trunk feeding fully connected
+layers: `FCHeadNet`. Its ``min_input_size`` and ``feature_info`` follow from the layers themselves
+(`convzoo.layers.trunk`).
 """
 
 from __future__ import annotations
 
-import abc
-import contextlib
-import dataclasses
-import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from convzoo.models.base import ConvNet, FeatureInfo
-from convzoo.registry import ModelCard, Paper, check_overrides, register_model
-
-# ----------------------------------------------------------------------------------------------------------------
-# Tracing a convolutional trunk: map sizes, strides, channels.
-
-
-def _first(value: int | Sequence[int]) -> int:
-    return value if isinstance(value, int) else value[0]
-
-
-def _window(layer: nn.Module) -> tuple[int, int, int, int, bool] | None:
-    """(kernel, stride, padding, dilation, ceil_mode) of a layer that slides a square window; None for other layers."""
-    kernel = getattr(layer, "kernel_size", None)
-    if kernel is None:
-        return None
-    padding = getattr(layer, "padding", 0)
-    if isinstance(padding, str):  # a convolution's "same" keeps the size, "valid" pads nothing
-        return (1, 1, 0, 1, False) if padding == "same" else (_first(kernel), _first(layer.stride), 0, 1, False)
-    stride = getattr(layer, "stride", None) or kernel
-    return (
-        _first(kernel),
-        _first(stride),
-        _first(padding),
-        _first(getattr(layer, "dilation", 1)),
-        bool(getattr(layer, "ceil_mode", False)),
-    )
-
-
-def map_size(layers: Iterable[nn.Module], size: int) -> int:
-    """Side of the square map after ``layers`` for a square input of ``size`` pixels; below 1: too small an input.
-
-    Follows PyTorch's output-size rule for convolutions and pooling, including ceil mode's rule that the last window
-    must start inside the input or its left padding. Layers without a window keep the size; nested ``nn.Sequential``
-    blocks are traced through.
-    """
-    for layer in layers:
-        window = _window(layer)
-        if window is None:
-            if isinstance(layer, nn.Sequential):
-                size = map_size(layer, size)
-                if size < 1:
-                    return size
-            continue
-        kernel, stride, padding, dilation, ceil = window
-        span = size + 2 * padding - dilation * (kernel - 1) - 1
-        out = (span + (stride - 1 if ceil else 0)) // stride + 1
-        if ceil and (out - 1) * stride >= size + padding:
-            out -= 1
-        if out < 1:
-            return out
-        size = out
-    return size
-
-
-def smallest_input(layers: Sequence[nn.Module]) -> int:
-    """The smallest square input for which every map of ``layers`` keeps at least one pixel.
-
-    Map sizes never shrink as the input grows, so a doubling search and a bisection find it.
-    """
-    high = 1
-    while map_size(layers, high) < 1:
-        high *= 2
-        if high > 1 << 20:
-            raise ValueError("no input of up to 2^20 pixels leaves these layers a pixel")
-    low = high // 2  # too small, or 0 when a single pixel is enough
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if map_size(layers, middle) >= 1 else (middle, high)
-    return high
-
-
-def _stride(layer: nn.Module) -> int:
-    window = _window(layer)
-    if window is not None:
-        return window[1]
-    if isinstance(layer, nn.Sequential):
-        return math.prod(_stride(child) for child in layer)
-    return 1
-
-
-def stage_taps(features: nn.Sequential, in_chans: int, prefix: str = "features") -> list[FeatureInfo]:
-    """One tap per resolution: the last layer before each stride, and the last layer of ``features``.
-
-    Channels follow the ``out_channels`` of the layers that change them. A tap's ``reduction`` is the cumulative
-    stride; unpadded layers make the map a few pixels smaller than ``size / reduction``.
-    """
-    trace: list[tuple[str, int, int]] = []
-    chs, reduction = in_chans, 1
-    for name, layer in features.named_children():
-        chs = getattr(layer, "out_channels", chs)
-        reduction *= _stride(layer)
-        trace.append((name, chs, reduction))
-    return [
-        FeatureInfo(chs, reduction, f"{prefix}.{name}")
-        for i, (name, chs, reduction) in enumerate(trace)
-        if i + 1 == len(trace) or trace[i + 1][2] != reduction
-    ]
-
-
-def fc_layers(
-    in_features: int,
-    hidden: Sequence[int],
-    num_classes: int,
-    *,
-    act: Callable[[], nn.Module],
-    drop_rate: float | None = None,
-    drop_inputs: bool = False,
-) -> nn.Sequential:
-    """Fully connected layers: ``hidden`` layers with activations, then the ``num_classes``-way output layer.
-
-    Args:
-        in_features: Width of the flattened input.
-        hidden: Widths of the hidden layers.
-        num_classes: Outputs of the last layer.
-        act: Builds the activation that follows each hidden layer.
-        drop_rate: Dropout probability; None for no dropout layers at all. A rate of 0 keeps (inert) dropout layers,
-            so the layer indices, and with them the state_dict keys, do not depend on the rate.
-        drop_inputs: Drop each hidden layer's input (torchvision's AlexNet) rather than its output (Krizhevsky et al.,
-            VGG); one dropout layer per hidden layer either way.
-    """
-    layers: list[nn.Module] = []
-    for width in hidden:
-        if drop_rate is not None and drop_inputs:
-            layers.append(nn.Dropout(drop_rate))
-        layers += [nn.Linear(in_features, width), act()]
-        if drop_rate is not None and not drop_inputs:
-            layers.append(nn.Dropout(drop_rate))
-        in_features = width
-    layers.append(nn.Linear(in_features, num_classes))
-    return nn.Sequential(*layers)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The shared base of LeNet, AlexNet, ZFNet and VGG.
-
-
-class FCHeadNet(ConvNet):
-    """A convolutional trunk, ``features``, followed by fully connected layers, ``classifier``.
-
-    The head average-pools the last feature map to a fixed grid (``avgpool``, an identity at the paper's input size,
-    as in torchvision), flattens it and applies the fully connected layers, the last of which is the output layer.
-
-    How the shared interface maps onto this layout:
-
-    - ``get_classifier()`` is the output layer. ``reset_classifier(n)`` replaces it and keeps the hidden fully
-      connected layers: the usual fine-tuning recipe, a fresh last layer on trained fc6 and fc7.
-    - ``reset_classifier(0)`` removes every fully connected layer: without an output layer they are only half a
-      classifier. What remains is the convolutional network, whose forward returns the globally averaged last
-      feature map, ``num_features`` values per image. A later ``reset_classifier(n)`` builds fresh hidden layers.
-    - ``forward_head(x, pre_logits=True)`` returns that globally averaged vector too. (The fully connected layers
-      read the whole pooled grid, not this vector; forward hooks on ``classifier`` reach their activations.)
-
-    Subclasses build ``features``, ``avgpool`` and ``classifier`` and implement `_make_classifier`, `_init_fc` and
-    `_init_weights`.
-    """
-
-    features: nn.Sequential
-    avgpool: nn.Module
-    classifier: nn.Module
-
-    @abc.abstractmethod
-    def _make_classifier(self, num_classes: int) -> nn.Sequential:
-        """The fully connected layers, ending in a ``num_classes``-way output layer."""
-
-    @abc.abstractmethod
-    def _init_fc(self, layer: nn.Linear, *, output: bool) -> None:
-        """Initialise one fully connected layer; ``output`` marks the output layer."""
-
-    @abc.abstractmethod
-    def _init_weights(self) -> None:
-        """Initialise every parameter (and reset buffers) as the paper or the peer does."""
-
-    def _init_classifier(self, classifier: nn.Module) -> None:
-        fcs = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
-        for i, layer in enumerate(fcs):
-            self._init_fc(layer, output=i + 1 == len(fcs))
-
-    @contextlib.contextmanager
-    def _allocate_once(self) -> Iterator[None]:
-        """Build the layers of the ``with`` block on the meta device, then allocate and initialise them once.
-
-        PyTorch initialises every layer as it is built; for 10^8 fully connected weights that default initialisation,
-        overwritten at once by the network's own, costs as much as the real one. Buffers come out of it without
-        values too, so `_init_weights` must set them (batch-norm statistics).
-        """
-        device = torch.get_default_device()
-        with torch.device("meta"):
-            yield
-        self.to_empty(device=device)
-        self._init_weights()
-
-    def _fresh(self, build: Callable[[], nn.Module]) -> nn.Module:
-        """A new head module on the network's device and in its dtype, not yet initialised."""
-        like = next(self.features.parameters())
-        with torch.device("meta"):
-            module = build()
-        if not like.is_meta:
-            module = module.to_empty(device=like.device)
-        return module.to(dtype=like.dtype)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if pre_logits or not self.num_classes:
-            return x.mean((2, 3))
-        return self.classifier(torch.flatten(self.avgpool(x), 1))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[-1] if self.num_classes else self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        if num_classes and self.num_classes:
-            in_features = self.classifier[-1].in_features
-            layer = self._fresh(lambda: nn.Linear(in_features, num_classes))
-            if not layer.weight.is_meta:
-                self._init_fc(layer, output=True)
-            self.classifier[-1] = layer
-        elif num_classes:
-            classifier = self._fresh(lambda: self._make_classifier(num_classes))
-            if not next(classifier.parameters()).is_meta:
-                self._init_classifier(classifier)
-            self.classifier = classifier
-        else:
-            self.classifier = nn.Identity()
-        self.num_classes = num_classes
-
+from convzoo.layers.classifier import FCHead
+from convzoo.models._fchead import FCHeadNet
+from convzoo.registry import Paper, Variant, register_family
 
 # ----------------------------------------------------------------------------------------------------------------
 # LeNet-5's layers.
@@ -443,14 +212,7 @@ class LeNet(FCHeadNet):
     def __init__(
         self, cfg: LeNetConfig, *, num_classes: int = 10, in_chans: int = 1, model_name: str = "lenet5"
     ) -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
         c1, c3, c5, _ = cfg.widths
         k = cfg.kernel_size
 
@@ -466,7 +228,7 @@ class LeNet(FCHeadNet):
         s2, act2 = subsample(c1)
         s4, act4 = subsample(c3)
         c3_layer = ConnectionTableConv2d(c1, LECUN_C3_TABLE, k) if cfg.connection_table else nn.Conv2d(c1, c3, k)
-        self.features = nn.Sequential(
+        features = nn.Sequential(
             OrderedDict(
                 c1=nn.Conv2d(in_chans, c1, k),
                 act1=act(),
@@ -480,17 +242,13 @@ class LeNet(FCHeadNet):
                 act5=act(),
             )
         )
-        self.feature_info = stage_taps(self.features, in_chans)
-        self.num_features = c5
-        self.min_input_size = smallest_input(self.features)
         # C5 is 1x1 on the paper's 32x32 input; a larger input is averaged down to it.
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = self._make_classifier(num_classes) if num_classes else nn.Identity()
+        self._add_trunk_and_head(features, c5, pool_size=1)
         self._init_weights()
 
-    def _make_classifier(self, num_classes: int) -> nn.Sequential:
+    def _make_classifier(self, num_classes: int) -> FCHead:
         act = ScaledTanh if self.cfg.activation == "scaled_tanh" else nn.ReLU
-        return fc_layers(self.num_features, self.cfg.widths[3:], num_classes, act=act)
+        return FCHead(self.fc_in_features, self.cfg.widths[3:], num_classes, act=act)
 
     @staticmethod
     def _uniform(tensor: torch.Tensor, fan_in: int) -> None:
@@ -514,7 +272,7 @@ class LeNet(FCHeadNet):
             elif isinstance(m, Subsampling):
                 self._uniform(m.weight, m.kernel_size**2)
                 self._uniform(m.bias, m.kernel_size**2)
-        self._init_classifier(self.classifier)
+        self._init_fc_layers(self.classifier)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -530,30 +288,22 @@ _LECUN_1998 = Paper(
 # Section II-A: white background at -0.1, black ink at 1.175, "which makes the mean input roughly 0, and the variance
 # roughly 1". As a normalisation of ink intensities p in [0, 1]: (p - 0.1/1.275) / (1/1.275).
 _MNIST_32 = {"input_size": (1, 32, 32), "num_classes": 10, "mean": (0.1 / 1.275,), "std": (1 / 1.275,)}
-_ACCEPTED = [f.name for f in dataclasses.fields(LeNetConfig)]
-
-
-def _build_lenet5(*, num_classes: int, in_chans: int, **overrides: Any) -> LeNet:
-    check_overrides("lenet5", overrides, _ACCEPTED)
-    if "widths" in overrides:
-        overrides["widths"] = tuple(overrides["widths"])
-    cfg = dataclasses.replace(LeNetConfig(), **overrides)
-    return LeNet(cfg, num_classes=num_classes, in_chans=in_chans, model_name="lenet5")
-
-
-register_model(
-    ModelCard(
-        "lenet5",
-        "lenet",
-        _LECUN_1998,
-        notes=(
-            "MNIST test error 0.95% without and 0.8% with artificial distortions of the training set (section III-C "
-            "and Figure 9; the paper gives these in its text and figures, in no table). C1 to F6 hold the paper's "
-            "60,000 trainable parameters; the output is a linear layer in place of the hand-designed Euclidean RBF "
-            "units (60,850 parameters in all). Inputs are 28x28 digits centred in 32x32, normalised to -0.1 "
-            "(background) and 1.175 (ink)"
-        ),
-        **_MNIST_32,
-    ),
-    _build_lenet5,
+register_family(
+    "lenet",
+    LeNet,
+    [
+        Variant(
+            "lenet5",
+            LeNetConfig(),
+            _LECUN_1998,
+            _MNIST_32,
+            notes=(
+                "MNIST test error 0.95% without and 0.8% with artificial distortions of the training set (section "
+                "III-C and Figure 9; the paper gives these in its text and figures, in no table). C1 to F6 hold the "
+                "paper's 60,000 trainable parameters; the output is a linear layer in place of the hand-designed "
+                "Euclidean RBF units (60,850 parameters in all). Inputs are 28x28 digits centred in 32x32, "
+                "normalised to -0.1 (background) and 1.175 (ink)"
+            ),
+        )
+    ],
 )

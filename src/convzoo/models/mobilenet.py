@@ -23,16 +23,11 @@ from typing import NoReturn
 import torch
 import torch.nn as nn
 
-from convzoo.layers.mobile import ConvNormAct, DepthwiseSeparable, InvertedResidual, make_divisible
-from convzoo.models.base import ConvNet, FeatureInfo
-from convzoo.registry import (
-    IMAGENET_DEFAULTS,
-    ModelCard,
-    Paper,
-    Reported,
-    config_builder,
-    register_model,
-)
+from convzoo.layers.classifier import create_classifier
+from convzoo.layers.conv import ConvNormAct
+from convzoo.layers.mobile import DepthwiseSeparable, InvertedResidual, make_divisible
+from convzoo.models.base import ConvNet, FeatureInfo, HeadNames
+from convzoo.registry import IMAGENET_DEFAULTS, Paper, Reported, Variant, register_family
 
 
 def _fail(name: str, reason: str) -> NoReturn:
@@ -129,17 +124,14 @@ class MobileNetV2Config:
 
 
 class _MobileNet(ConvNet):
-    """What both MobileNets share: input checks, a linear classifier on the pooled features, initialisation."""
+    """What both MobileNets share: torchvision's initialisation, He (fan-out) convolutions, unit batch norm and a
+    small classifier, which a fresh classifier from `reset_classifier` gets too."""
 
-    def _check_args(self, model_name: str, in_chans: int, num_classes: int) -> None:
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
+    def init_classifier(self, fc: nn.Linear) -> None:
+        nn.init.normal_(fc.weight, 0, 0.01)
+        nn.init.zeros_(fc.bias)
 
     def _init_weights(self) -> None:
-        # torchvision's MobileNet initialisation: He (fan-out) convolutions, unit batch norm, a small classifier.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -149,13 +141,7 @@ class _MobileNet(ConvNet):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def _new_classifier(self, num_classes: int, like: torch.Tensor) -> nn.Module:
-        if not num_classes:
-            return nn.Identity()
-        return nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
+                self.init_classifier(m)
 
 
 class MobileNetV1(_MobileNet):
@@ -168,13 +154,12 @@ class MobileNetV1(_MobileNet):
         model_name: Name used in error messages.
     """
 
+    head_names = HeadNames(drop="drop")
+
     def __init__(
         self, cfg: MobileNetV1Config, *, num_classes: int = 1000, in_chans: int = 3, model_name: str = "mobilenet_v1"
     ) -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        self._check_args(model_name, in_chans, num_classes)
-        self.cfg = cfg
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
 
         chs = cfg.width(cfg.stem_width)
         self.stem = ConvNormAct(in_chans, chs, 3, stride=2)
@@ -189,31 +174,18 @@ class MobileNetV1(_MobileNet):
             chs, reduction = out_chs, reduction * stride
             self.feature_info.append(FeatureInfo(chs, reduction, f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
-        self.num_features = chs
         # Padded convolutions accept any size, but below the total stride the last layers see only padding;
         # like every ImageNet network of the zoo (and Keras' MobileNet) the network asks for at least that much.
         self.min_input_size = reduction
 
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(cfg.drop_rate) if cfg.drop_rate else nn.Identity()
-        self.fc = nn.Linear(chs, num_classes) if num_classes else nn.Identity()
+        self.init_head(chs, cfg.drop_rate)
         if not self.stem[0].weight.is_meta:  # on the meta device there are no values to initialise
             self._init_weights()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(torch.flatten(self.global_pool(x), 1))
-        return x if pre_logits else self.fc(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = self._new_classifier(num_classes, self.stem[0].weight)
+        x = self.stem(x)
+        return self.stages(x)
 
 
 class MobileNetV2(_MobileNet):
@@ -230,10 +202,7 @@ class MobileNetV2(_MobileNet):
     def __init__(
         self, cfg: MobileNetV2Config, *, num_classes: int = 1000, in_chans: int = 3, model_name: str = "mobilenet_v2"
     ) -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        self._check_args(model_name, in_chans, num_classes)
-        self.cfg = cfg
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
 
         chs = cfg.width(cfg.stem_width)
         features: list[nn.Module] = [ConvNormAct(in_chans, chs, 3, stride=2, act=nn.ReLU6)]
@@ -257,9 +226,9 @@ class MobileNetV2(_MobileNet):
         # As for MobileNet v1: the zoo's convention for padded networks, the total stride.
         self.min_input_size = reduction
 
-        self.classifier = nn.Sequential(
-            nn.Dropout(cfg.drop_rate), nn.Linear(head_chs, num_classes) if num_classes else nn.Identity()
-        )
+        # torchvision's layout: the pool is functional, dropout and the output layer are ``classifier.0`` and
+        # ``classifier.1``, so the pooled head of `ConvNet` is written out here.
+        self.classifier = nn.Sequential(nn.Dropout(cfg.drop_rate), create_classifier(head_chs, num_classes))
         if not self.features[0][0].weight.is_meta:
             self._init_weights()
 
@@ -269,7 +238,9 @@ class MobileNetV2(_MobileNet):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         drop, fc = self.classifier
-        x = drop(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        x = nn.functional.adaptive_avg_pool2d(x, 1)
+        x = torch.flatten(x, 1)
+        x = drop(x)
         return x if pre_logits else fc(x)
 
     def get_classifier(self) -> nn.Module:
@@ -277,7 +248,7 @@ class MobileNetV2(_MobileNet):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.classifier[1] = self._new_classifier(num_classes, self.features[0][0].weight)
+        self.classifier[1] = self.new_classifier(self.num_features, num_classes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -304,45 +275,47 @@ def _top1(value: float, source: str) -> tuple[Reported, ...]:
     return (Reported("ImageNet", "top-1 accuracy", value, source),)
 
 
-# name: (alpha, resolution, top-1 accuracy, table, the paper's million multiply-adds and parameters)
-_V1_VARIANTS: dict[str, tuple[float, int, float, str, int, float]] = {
-    "mobilenet_v1": (1.0, 224, 70.6, "Table 6", 569, 4.2),
-    "mobilenet_v1_075": (0.75, 224, 68.4, "Table 6", 325, 2.6),
-    "mobilenet_v1_050": (0.5, 224, 63.7, "Table 6", 149, 1.3),
-    "mobilenet_v1_025": (0.25, 224, 50.6, "Table 6", 41, 0.5),
-    "mobilenet_v1_100_192": (1.0, 192, 69.1, "Table 7", 418, 4.2),
-    "mobilenet_v1_100_160": (1.0, 160, 67.2, "Table 7", 290, 4.2),
-    "mobilenet_v1_100_128": (1.0, 128, 64.4, "Table 7", 186, 4.2),
-    "mobilenet_v1_050_160": (0.5, 160, 60.2, "Table 9", 76, 1.32),
-}
-
-
-for _name, (_alpha, _res, _acc, _table, _macs, _params) in _V1_VARIANTS.items():
-    register_model(
-        ModelCard(
-            _name,
-            "mobilenet",
-            _HOWARD_2017,
-            reported=_top1(_acc, _table),
-            notes=(
-                f"{_alpha:.2f} MobileNet-{_res}: alpha = {_alpha:g}, rho = {_res}/224. {_table} counts {_macs}M "
-                f"multiply-adds and {_params}M parameters (convolution and FC weights, without batch norm)"
-            ),
-            **{**IMAGENET_DEFAULTS, "input_size": (3, _res, _res)},
-        ),
-        config_builder(_name, MobileNetV1Config(width_multiplier=_alpha), MobileNetV1),
+def _v1(name: str, alpha: float, res: int, acc: float, table: str, macs: int, params: float) -> Variant:
+    """A MobileNet v1 row of Tables 6, 7 and 9: alpha, resolution, top-1 accuracy, the paper's million multiply-adds
+    and parameters."""
+    return Variant(
+        name,
+        MobileNetV1Config(width_multiplier=alpha),
+        _HOWARD_2017,
+        {**IMAGENET_DEFAULTS, "input_size": (3, res, res)},
+        _top1(acc, table),
+        f"{alpha:.2f} MobileNet-{res}: alpha = {alpha:g}, rho = {res}/224. {table} counts {macs}M multiply-adds and "
+        f"{params}M parameters (convolution and FC weights, without batch norm)",
     )
 
-register_model(
-    ModelCard(
-        "mobilenet_v2",
-        "mobilenet",
-        _SANDLER_2018,
-        reported=_top1(72.0, "Table 4"),
-        notes="Table 4 counts 300M multiply-adds and 3.4M parameters (3.47M without batch norm); "
-        "width_multiplier=1.4 builds the 74.7% network of the same table (6.06M parameters and 582M multiply-adds as "
-        "built and released, where the table prints 6.9M and 585M)",
-        **IMAGENET_DEFAULTS,
-    ),
-    config_builder("mobilenet_v2", MobileNetV2Config(), MobileNetV2),
+
+register_family(
+    "mobilenet",
+    MobileNetV1,
+    [
+        _v1("mobilenet_v1", 1.0, 224, 70.6, "Table 6", 569, 4.2),
+        _v1("mobilenet_v1_075", 0.75, 224, 68.4, "Table 6", 325, 2.6),
+        _v1("mobilenet_v1_050", 0.5, 224, 63.7, "Table 6", 149, 1.3),
+        _v1("mobilenet_v1_025", 0.25, 224, 50.6, "Table 6", 41, 0.5),
+        _v1("mobilenet_v1_100_192", 1.0, 192, 69.1, "Table 7", 418, 4.2),
+        _v1("mobilenet_v1_100_160", 1.0, 160, 67.2, "Table 7", 290, 4.2),
+        _v1("mobilenet_v1_100_128", 1.0, 128, 64.4, "Table 7", 186, 4.2),
+        _v1("mobilenet_v1_050_160", 0.5, 160, 60.2, "Table 9", 76, 1.32),
+    ],
+)
+register_family(
+    "mobilenet",
+    MobileNetV2,
+    [
+        Variant(
+            "mobilenet_v2",
+            MobileNetV2Config(),
+            _SANDLER_2018,
+            IMAGENET_DEFAULTS,
+            _top1(72.0, "Table 4"),
+            "Table 4 counts 300M multiply-adds and 3.4M parameters (3.47M without batch norm); width_multiplier=1.4 "
+            "builds the 74.7% network of the same table (6.06M parameters and 582M multiply-adds as built and "
+            "released, where the table prints 6.9M and 585M)",
+        )
+    ],
 )

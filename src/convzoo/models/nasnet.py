@@ -6,8 +6,8 @@ The search found two cells on CIFAR-10 (Figure 4): a normal cell that keeps the 
 halves it. Each cell reads two hidden states, its input h_i and the previous cell's output h_{i-1}, and builds five
 blocks; a block applies one operation to each of two hidden states it picks and adds the results, and its output
 becomes a new hidden state. The cell's output concatenates its "unused" hidden states, a fixed list per cell (the
-published normal cell also keeps h_{i-1}). Here each cell is a table (`CellSpec`) interpreted by one `Cell` class,
-and a network is a `NASNetConfig`:
+published normal cell also keeps h_{i-1}). Here each cell is a table (`CellSpec`) interpreted by one `Cell` class
+(both in convzoo.layers.nas), and a network is a `NASNetConfig`:
 
 - the stem: a 3x3 stride-2 convolution without padding, then two reduction cells (the "stem cells") at a quarter
   and half of the network's width;
@@ -34,36 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from convzoo.layers.nas import (
-    FactorizedReduction,
-    ReLUConvBN,
-    SamePool2d,
-    SeparableStack,
-    batch_norm,
-    drop_path,
-)
-from convzoo.models.base import AuxOutputs, ConvNet, FeatureInfo
-from convzoo.registry import ModelCard, Paper, Reported, config_builder, register_model
-
-OPERATIONS = ("sep3x3", "sep5x5", "sep7x7", "avg3x3", "max3x3", "identity")
-
-# One input of a block: (operation, hidden state it reads). Hidden state 0 is the cell's input h_i (after its 1x1
-# projection), 1 the previous cell's output h_{i-1} (brought to h_i's shape), and 2 + b the output of block b.
-Operation = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """A searched cell: five blocks of two (operation, hidden state) pairs each, and the states it concatenates.
-
-    Attributes:
-        blocks: Per block, its left and right input; the block outputs their sum.
-        concat: The hidden states concatenated into the cell's output, in order.
-    """
-
-    blocks: tuple[tuple[Operation, Operation], ...]
-    concat: tuple[int, ...]
-
+from convzoo.layers.classifier import create_classifier
+from convzoo.layers.nas import Cell, CellSpec, batch_norm
+from convzoo.models.base import AuxOutputs, ConvNet, FeatureInfo, HeadNames
+from convzoo.registry import Paper, Reported, Variant, register_family
 
 # Zoph et al. Figure 4 (left), in the order of TensorFlow-slim's NasNetANormalCell.
 NORMAL_CELL = CellSpec(
@@ -177,88 +151,6 @@ class NASNetConfig:
         return self.penultimate_filters // 24
 
 
-def make_operation(op: str, in_chs: int, filters: int, stride: int) -> nn.Module:
-    """The module of one table entry, reading ``in_chs`` channels and giving ``filters``."""
-    if op not in OPERATIONS:
-        raise ValueError(f"unknown operation {op!r}; expected one of {OPERATIONS}")
-    if op.startswith("sep"):
-        return SeparableStack(in_chs, filters, int(op[3]), stride)
-    if in_chs != filters or (op == "identity" and stride != 1):
-        # TensorFlow would add a 1x1 projection here; NASNet-A's tables never need one.
-        raise ValueError(f"{op} cannot change the width or resolution (reads {in_chs} channels at stride {stride})")
-    return nn.Identity() if op == "identity" else SamePool2d(op[:3], 3, stride)
-
-
-class Cell(nn.Module):
-    """A NASNet cell built from a `CellSpec`.
-
-    Args:
-        spec: The cell table.
-        in_chs: Channels of the cell's input h_i.
-        prev_chs: Channels of the previous cell's output h_{i-1}; None where there is none (the first stem cell),
-            in which case the cell reads its raw input in its place.
-        filters: The cell's width: channels of every block output.
-        stride: 2 for a reduction cell; operations on h_i and h_{i-1} carry it.
-        prev_stride: 2 where h_{i-1} is twice the size of h_i (then a factorized reduction matches it).
-    """
-
-    def __init__(
-        self,
-        spec: CellSpec,
-        in_chs: int,
-        prev_chs: int | None,
-        filters: int,
-        *,
-        stride: int = 1,
-        prev_stride: int = 1,
-    ) -> None:
-        super().__init__()
-        self.spec = spec
-        self.stride = stride
-        self.drop_prob = 0.0  # set by the network (ScheduledDropPath)
-        self.conv_1x1 = ReLUConvBN(in_chs, filters)
-        self.prev_proj: nn.Module
-        if prev_stride not in (1, 2):
-            raise ValueError(f"h_(i-1) can be at most twice the size of h_i; got a factor of {prev_stride}")
-        if prev_chs is None:
-            self.prev_proj, prev_out = nn.Identity(), in_chs
-        elif prev_stride == 2:
-            self.prev_proj, prev_out = FactorizedReduction(prev_chs, filters), filters
-        elif prev_chs != filters:
-            self.prev_proj, prev_out = ReLUConvBN(prev_chs, filters), filters
-        else:
-            self.prev_proj, prev_out = nn.Identity(), prev_chs
-        chs = [filters, prev_out] + [filters] * len(spec.blocks)
-
-        self.op_names: list[tuple[str, str]] = []
-        for b, pair in enumerate(spec.blocks):
-            names = []
-            for side, (op, state) in zip(("left", "right"), pair):
-                if not 0 <= state < 2 + b:
-                    raise ValueError(f"block {b} reads hidden state {state}, which does not exist yet")
-                op_stride = stride if state < 2 else 1  # block outputs already have the cell's resolution
-                name = f"comb_iter_{b}_{side}"
-                self.add_module(name, make_operation(op, chs[state], filters, op_stride))
-                names.append(name)
-            self.op_names.append((names[0], names[1]))
-        if any(chs[i] != filters or (i < 2 and stride != 1) for i in spec.concat):
-            raise ValueError(f"the concatenated states {spec.concat} do not all have the cell's shape")
-        self.out_chs = len(spec.concat) * filters
-
-    def _branch(self, name: str, op: str, x: torch.Tensor) -> torch.Tensor:
-        out = getattr(self, name)(x)
-        # DropPath drops operations, not the identity connections (TensorFlow-slim's _apply_conv_operation).
-        return out if op == "identity" else drop_path(out, self.drop_prob, self.training)
-
-    def forward(self, x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
-        states = [self.conv_1x1(x), self.prev_proj(x_prev)]
-        for (left, right), (name_l, name_r) in zip(self.spec.blocks, self.op_names):
-            states.append(
-                self._branch(name_l, left[0], states[left[1]]) + self._branch(name_r, right[0], states[right[1]])
-            )
-        return torch.cat([states[i] for i in self.spec.concat], 1)
-
-
 class AuxHead(nn.Module):
     """TensorFlow-slim's NASNet auxiliary classifier.
 
@@ -276,13 +168,20 @@ class AuxHead(nn.Module):
         self.bn0 = batch_norm(128)
         self.conv = nn.Conv2d(128, 768, pooled_size, bias=False)
         self.bn1 = batch_norm(768)
-        self.fc: nn.Module = nn.Linear(768, num_classes) if num_classes else nn.Identity()
+        self.fc = create_classifier(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn0(self.proj(self.pool(self.act(x)))))
+        x = self.act(x)
+        x = self.pool(x)
+        x = self.proj(x)
+        x = self.bn0(x)
+        x = F.relu(x)
         x = F.adaptive_avg_pool2d(x, self.pooled_size)  # the identity at the design resolution
-        x = F.relu(self.bn1(self.conv(x)))
-        return self.fc(torch.flatten(x, 1))
+        x = self.conv(x)
+        x = self.bn1(x)
+        x = F.relu(x)
+        x = torch.flatten(x, 1)
+        return self.fc(x)
 
 
 def tf_variance_scaling_(module: nn.Conv2d | nn.Linear) -> None:
@@ -302,27 +201,16 @@ def tf_variance_scaling_(module: nn.Conv2d | nn.Linear) -> None:
 
 
 class NASNet(ConvNet):
-    """NASNet-A for ImageNet, built from a `NASNetConfig`.
+    """NASNet-A for ImageNet, built from a `NASNetConfig`; the constructor takes `ConvNet`'s arguments.
 
     In training mode a network with the auxiliary head returns `AuxOutputs` (main and auxiliary logits, the latter
     weighted 0.4 in the loss); otherwise the logits.
-
-    Args:
-        cfg: The architecture.
-        num_classes: Classifier outputs; 0 leaves the classifier out.
-        in_chans: Input image channels.
-        model_name: Name used in error messages.
     """
 
+    head_names = HeadNames(pool="global_pool", drop="head_drop", fc="last_linear")
+
     def __init__(self, cfg: NASNetConfig, *, num_classes: int = 1000, in_chans: int = 3, model_name: str = "nasnet"):
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
         # Every stride-2 operation after the stem pads, so even a 3x3 image runs; but below the total stride the
         # last stacks see a single padded pixel and batch norm there normalises over a handful of values.
         self.min_input_size = max(TOTAL_STRIDE, AUX_MIN_INPUT if cfg.aux_head else 0)
@@ -377,25 +265,27 @@ class NASNet(ConvNet):
             self.feature_info.append(FeatureInfo(chs[end], reductions[end], f"reduction_cell_{k}.conv_1x1.act"))
         self.final_act = nn.ReLU()
         self.feature_info.append(FeatureInfo(chs[-1], reductions[-1], "final_act"))
-        self.num_features = chs[-1]
 
         self.aux_tap = f"cell_{2 * n - 1}"  # the last normal cell before the second reduction (TensorFlow-slim)
         self.aux_head: AuxHead | None = None
         if cfg.aux_head:
             pooled = (feature_size(cfg.image_size, 16) - _AUX_POOL) // _AUX_STRIDE + 1
             self.aux_head = AuxHead(chs[stack_ends[1]], num_classes, pooled)
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.head_drop = nn.Dropout(cfg.drop_rate) if cfg.drop_rate else nn.Identity()
-        self.last_linear: nn.Module = nn.Linear(chs[-1], num_classes) if num_classes else nn.Identity()
+        self.init_head(chs[-1], cfg.drop_rate)
         self.set_training_progress(1.0)
         self._init_weights()
 
     def _init_weights(self) -> None:
         if self.conv0.conv.weight.is_meta:
             return  # built on the meta device for analysis: there are no values to initialise
+        # One filler for every convolution and linear layer, the classifiers included.
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 tf_variance_scaling_(m)
+
+    def init_classifier(self, fc: nn.Linear) -> None:
+        """TensorFlow-slim's variance scaling, as for every other layer."""
+        tf_variance_scaling_(fc)
 
     def set_training_progress(self, progress: float) -> None:
         """Set ScheduledDropPath's schedule to ``progress`` (0 at the start of training, 1 at its end).
@@ -414,18 +304,15 @@ class NASNet(ConvNet):
         outputs = [self.conv0(x)]
         aux_input = None
         for name, cur, prev in self.wiring:
-            outputs.append(getattr(self, name)(outputs[cur], outputs[prev]))
+            out = getattr(self, name)(outputs[cur], outputs[prev])
+            outputs.append(out)
             if name == self.aux_tap:
-                aux_input = outputs[-1]
+                aux_input = out
         return self.final_act(outputs[-1]), aux_input
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self._forward_cells(x)[0]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(torch.flatten(self.global_pool(x), 1))
-        return x if pre_logits else self.last_linear(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | AuxOutputs:
         self.check_input(x)
@@ -435,24 +322,12 @@ class NASNet(ConvNet):
             return AuxOutputs(logits, (self.aux_head(aux_input),), (AUX_WEIGHT,))
         return logits
 
-    def get_classifier(self) -> nn.Module:
-        return self.last_linear
-
     def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        like = self.conv0.conv.weight  # the new heads live where the network lives, in its precision
-
-        def head(in_features: int) -> nn.Module:
-            if not num_classes:
-                return nn.Identity()
-            fc = nn.Linear(in_features, num_classes, device=like.device, dtype=like.dtype)
-            if not like.is_meta:
-                tf_variance_scaling_(fc)
-            return fc
-
-        self.last_linear = head(self.num_features)
-        if self.aux_head is not None:
-            self.aux_head.fc = head(768)
+        """Replace the classifier, and the auxiliary head's, by fresh ones with ``num_classes`` outputs."""
+        super().reset_classifier(num_classes)
+        if self.aux_head is None:
+            return
+        self.aux_head.fc = self.new_classifier(768, num_classes)
 
     def remap_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Translate timm's and Cadene's NASNet keys (ports of the TensorFlow-slim weights) to these modules' names.
@@ -503,38 +378,29 @@ def _accuracy(top1: float, top5: float, source: str, note: str) -> tuple[Reporte
     )
 
 
-_VARIANTS: dict[str, tuple[NASNetConfig, int, tuple[Reported, ...], str]] = {
+_VARIANTS = [
     # TensorFlow-slim's mobile_imagenet_config: 44 filters per cell, stem multiplier 1.
-    "nasnet_a_mobile": (
+    Variant(
+        "nasnet_a_mobile",
         NASNetConfig(cells_per_stack=4, penultimate_filters=1056, stem_filters=32, image_size=224),
-        224,
+        _ZOPH_2018,
+        {**_INCEPTION_NORM, "input_size": (3, 224, 224)},
         _accuracy(74.0, 91.6, "Table 3", "single crop, 224x224"),
         "NASNet-A (4 @ 1056): 5.3M parameters and 564M multiply-adds in the paper. Trained with the auxiliary head "
         "(aux_head=True, loss weight 0.4) and no drop-path.",
     ),
     # TensorFlow-slim's large_imagenet_config: 168 filters per cell, stem multiplier 3, skip_reduction_layer_input.
-    "nasnet_a_large": (
+    Variant(
+        "nasnet_a_large",
         NASNetConfig(
             cells_per_stack=6, penultimate_filters=4032, stem_filters=96, skip_reduction_input=True, image_size=331
         ),
-        331,
+        _ZOPH_2018,
+        {**_INCEPTION_NORM, "input_size": (3, 331, 331)},
         _accuracy(82.7, 96.2, "Table 2", "single crop, 331x331"),
         "NASNet-A (6 @ 4032): 88.9M parameters and 23.8B multiply-adds in the paper. Trained with the auxiliary "
         "head (aux_head=True, loss weight 0.4) and ScheduledDropPath with drop_path_rate=0.3 (keep probability 0.7).",
     ),
-}
+]
 
-
-for _name, (_cfg, _size, _reported, _notes) in _VARIANTS.items():
-    register_model(
-        ModelCard(
-            _name,
-            "nasnet",
-            _ZOPH_2018,
-            input_size=(3, _size, _size),
-            reported=_reported,
-            notes=_notes,
-            **_INCEPTION_NORM,
-        ),
-        config_builder(_name, _cfg, NASNet),
-    )
+register_family("nasnet", NASNet, _VARIANTS)

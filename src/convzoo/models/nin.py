@@ -23,17 +23,15 @@ average of the 192 maps before it (``num_features``). ``forward_features`` ends 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 
+from convzoo.layers.trunk import smallest_input, stage_taps
 from convzoo.models.base import ConvNet
-from convzoo.models.lenet import smallest_input, stage_taps
-from convzoo.registry import CIFAR10_DEFAULTS, ModelCard, Paper, Reported, check_overrides, cifar_error, register_model
+from convzoo.registry import CIFAR10_DEFAULTS, Paper, Reported, Variant, cifar_error, register_family
 
 MlpConvSpec = tuple[int, tuple[int, ...]]
 
@@ -98,14 +96,7 @@ class NiN(ConvNet):
     """
 
     def __init__(self, cfg: NiNConfig, *, num_classes: int = 10, in_chans: int = 3, model_name: str = "nin") -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
 
         layers: list[nn.Module] = []
         chs = in_chans
@@ -141,16 +132,19 @@ class NiN(ConvNet):
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if pre_logits or not self.num_classes:
-            return x.mean((2, 3))
-        # One map per class, rectified as in the released model, averaged over the image: the logits.
-        return self.head_act(self.final_conv(x)).mean((2, 3))
+        if self.num_classes and not pre_logits:
+            # One map per class, rectified as in the released model, whose average over the image is the logit.
+            x = self.final_conv(x)
+            x = self.head_act(x)
+        return x.mean((2, 3))
 
     def class_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The per-class confidence maps whose averages are the logits (section 3.2), shape (N, classes, H, W)."""
         if not self.num_classes:
             raise RuntimeError(f"{self.model_name} has no classifier; call reset_classifier(n) first")
-        return self.head_act(self.final_conv(self.forward_features(x)))
+        x = self.forward_features(x)
+        x = self.final_conv(x)
+        return self.head_act(x)
 
     def get_classifier(self) -> nn.Module:
         return self.final_conv
@@ -169,35 +163,27 @@ class NiN(ConvNet):
 _LIN_2014 = Paper(
     "Min Lin, Qiang Chen, Shuicheng Yan", "Network In Network", 2014, "ICLR", "https://arxiv.org/abs/1312.4400"
 )
-_ACCEPTED = [f.name for f in dataclasses.fields(NiNConfig)]
-
-
-def _build_nin(*, num_classes: int, in_chans: int, **overrides: Any) -> NiN:
-    check_overrides("nin", overrides, _ACCEPTED)
-    if "blocks" in overrides:
-        overrides["blocks"] = tuple((int(k), tuple(widths)) for k, widths in overrides["blocks"])
-    cfg = dataclasses.replace(NiNConfig(), **overrides)
-    return NiN(cfg, num_classes=num_classes, in_chans=in_chans, model_name="nin")
-
-
-register_model(
-    ModelCard(
-        "nin",
-        "nin",
-        _LIN_2014,
-        reported=cifar_error(10.41, None, "Table 1", "with dropout, without data augmentation")
-        + (
-            Reported(
-                "CIFAR-10", "top-1 error", 8.81, "Table 1", "with dropout and translation and flipping augmentation"
+register_family(
+    "nin",
+    NiN,
+    [
+        Variant(
+            "nin",
+            NiNConfig(),
+            _LIN_2014,
+            CIFAR10_DEFAULTS,
+            cifar_error(10.41, None, "Table 1", "with dropout, without data augmentation")
+            + (
+                Reported(
+                    "CIFAR-10", "top-1 error", 8.81, "Table 1", "with dropout and translation and flipping augmentation"
+                ),
+                Reported(
+                    "CIFAR-100", "top-1 error", 35.68, "Table 2", "num_classes=100, with dropout, no augmentation"
+                ),
             ),
-            Reported("CIFAR-100", "top-1 error", 35.68, "Table 2", "num_classes=100, with dropout, no augmentation"),
-        ),
-        notes=(
             "the CIFAR-10 network of the authors' released model: three mlpconv layers (192-160-96, 192-192-192, "
             "192-192-classes), global average pooling; 966,986 parameters. Inputs are globally contrast-normalised "
-            "and ZCA-whitened in the paper"
-        ),
-        **CIFAR10_DEFAULTS,
-    ),
-    _build_nin,
+            "and ZCA-whitened in the paper",
+        )
+    ],
 )

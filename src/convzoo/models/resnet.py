@@ -23,19 +23,21 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from convzoo.layers import SqueezeExcite, conv1x1, conv3x3, make_shortcut
+from convzoo.layers.conv import conv3x3
+from convzoo.layers.residual import RESIDUAL_BLOCKS
 from convzoo.layers.shortcuts import SHORTCUT_OPTIONS
-from convzoo.models.base import ConvNet, FeatureInfo
+from convzoo.layers.weight_init import he_fan_out_init_
+from convzoo.models.base import ConvNet, FeatureInfo, HeadNames
 from convzoo.registry import (
     CIFAR10_DEFAULTS,
     IMAGENET_DEFAULTS,
-    ModelCard,
     Paper,
     Reported,
+    Variant,
     check_overrides,
     cifar_error,
     imagenet_error,
-    register_model,
+    register_family,
 )
 
 BLOCKS = ("basic", "bottleneck")
@@ -160,188 +162,11 @@ def layers_for_depth(cfg: ResNetConfig, depth: int, name: str) -> dict[str, Any]
     return {"layers": (n,) * stages}
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions, each followed by batch norm; ReLU after the first and after the addition."""
-
-    def __init__(
-        self,
-        in_chs: int,
-        planes: int,
-        *,
-        stride: int = 1,
-        shortcut: str | None = "B",
-        se_reduction: int = 0,
-        drop_rate: float = 0.0,
-        **_unused: int,
-    ) -> None:
-        super().__init__()
-        self.conv1 = conv3x3(in_chs, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.drop = nn.Dropout(drop_rate) if drop_rate else nn.Identity()
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.se = SqueezeExcite(planes, se_reduction) if se_reduction else nn.Identity()
-        self.residual = shortcut is not None
-        self.downsample = make_shortcut(shortcut, in_chs, planes, stride) if self.residual else None
-        self.out_chs = planes
-
-    def last_norm(self) -> nn.Module:
-        return self.bn2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.drop(self.relu(self.bn1(self.conv1(x))))
-        out = self.se(self.bn2(self.conv2(out)))
-        if self.residual:
-            out += shortcut
-        return self.relu(out)
-
-
-class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (grouped for ResNeXt, strided as in torchvision's "ResNet v1.5"), 1x1 expand by 4."""
-
-    expansion = 4
-
-    def __init__(
-        self,
-        in_chs: int,
-        planes: int,
-        *,
-        stride: int = 1,
-        shortcut: str | None = "B",
-        groups: int = 1,
-        base_width: int = 64,
-        se_reduction: int = 0,
-        drop_rate: float = 0.0,
-    ) -> None:
-        super().__init__()
-        width = int(planes * (base_width / 64.0)) * groups
-        out_chs = planes * self.expansion
-        self.conv1 = conv1x1(in_chs, width)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, stride, groups)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.drop = nn.Dropout(drop_rate) if drop_rate else nn.Identity()
-        self.conv3 = conv1x1(width, out_chs)
-        self.bn3 = nn.BatchNorm2d(out_chs)
-        self.relu = nn.ReLU(inplace=True)
-        self.se = SqueezeExcite(out_chs, se_reduction) if se_reduction else nn.Identity()
-        self.residual = shortcut is not None
-        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride) if self.residual else None
-        self.out_chs = out_chs
-
-    def last_norm(self) -> nn.Module:
-        return self.bn3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.drop(self.relu(self.bn2(self.conv2(out))))
-        out = self.se(self.bn3(self.conv3(out)))
-        if self.residual:
-            out += shortcut
-        return self.relu(out)
-
-
-class PreActBasicBlock(nn.Module):
-    """BN-ReLU-conv3x3, BN-ReLU-conv3x3, then a clean identity addition ("Identity Mappings", Figure 4e).
-
-    A projection or subsampling shortcut reads the pre-activated input, as in the authors' code.
-    """
-
-    def __init__(
-        self,
-        in_chs: int,
-        planes: int,
-        *,
-        stride: int = 1,
-        shortcut: str | None = "B",
-        se_reduction: int = 0,
-        drop_rate: float = 0.0,
-        **_unused: int,
-    ) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_chs)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv1 = conv3x3(in_chs, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.drop = nn.Dropout(drop_rate) if drop_rate else nn.Identity()
-        self.conv2 = conv3x3(planes, planes)
-        self.se = SqueezeExcite(planes, se_reduction) if se_reduction else nn.Identity()
-        self.residual = shortcut is not None
-        self.downsample = make_shortcut(shortcut, in_chs, planes, stride, norm=False) if self.residual else None
-        self.out_chs = planes
-
-    def last_norm(self) -> nn.Module:
-        return self.conv2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_pre = self.relu(self.bn1(x))
-        shortcut = x if self.downsample is None else self.downsample(x_pre)
-        out = self.conv1(x_pre)
-        out = self.conv2(self.drop(self.relu(self.bn2(out))))
-        out = self.se(out)
-        return out + shortcut if self.residual else out
-
-
-class PreActBottleneck(nn.Module):
-    """BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1, then a clean identity addition."""
-
-    expansion = 4
-
-    def __init__(
-        self,
-        in_chs: int,
-        planes: int,
-        *,
-        stride: int = 1,
-        shortcut: str | None = "B",
-        groups: int = 1,
-        base_width: int = 64,
-        se_reduction: int = 0,
-        drop_rate: float = 0.0,
-    ) -> None:
-        super().__init__()
-        width = int(planes * (base_width / 64.0)) * groups
-        out_chs = planes * self.expansion
-        self.bn1 = nn.BatchNorm2d(in_chs)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv1 = conv1x1(in_chs, width)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, stride, groups)
-        self.bn3 = nn.BatchNorm2d(width)
-        self.drop = nn.Dropout(drop_rate) if drop_rate else nn.Identity()
-        self.conv3 = conv1x1(width, out_chs)
-        self.se = SqueezeExcite(out_chs, se_reduction) if se_reduction else nn.Identity()
-        self.residual = shortcut is not None
-        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride, norm=False) if self.residual else None
-        self.out_chs = out_chs
-
-    def last_norm(self) -> nn.Module:
-        return self.conv3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_pre = self.relu(self.bn1(x))
-        shortcut = x if self.downsample is None else self.downsample(x_pre)
-        out = self.conv1(x_pre)
-        out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.drop(self.relu(self.bn3(out))))
-        out = self.se(out)
-        return out + shortcut if self.residual else out
-
-
-_BLOCK_TYPES: dict[tuple[str, bool], type[nn.Module]] = {
-    ("basic", False): BasicBlock,
-    ("bottleneck", False): Bottleneck,
-    ("basic", True): PreActBasicBlock,
-    ("bottleneck", True): PreActBottleneck,
-}
-
-
 def make_stage(cfg: ResNetConfig, in_chs: int, planes: int, num_blocks: int, stride: int) -> tuple[nn.Sequential, int]:
     """One stage of ``num_blocks`` blocks, the first carrying the stride; returns it and its output channels."""
-    block_type = _BLOCK_TYPES[(cfg.block, cfg.preact)]
+    block_type = RESIDUAL_BLOCKS[(cfg.block, cfg.preact)]
+    # Only bottlenecks have the grouped 3x3 convolution that groups and base_width shape.
+    grouped = {"groups": cfg.groups, "base_width": cfg.base_width} if cfg.block == "bottleneck" else {}
     blocks = []
     for i in range(num_blocks):
         block = block_type(
@@ -349,10 +174,9 @@ def make_stage(cfg: ResNetConfig, in_chs: int, planes: int, num_blocks: int, str
             planes,
             stride=stride if i == 0 else 1,
             shortcut=cfg.shortcut,
-            groups=cfg.groups,
-            base_width=cfg.base_width,
             se_reduction=cfg.se_reduction,
             drop_rate=cfg.block_drop_rate,
+            **grouped,
         )
         blocks.append(block)
         in_chs = block.out_chs
@@ -369,15 +193,10 @@ class ResNet(ConvNet):
         model_name: Name used in error messages.
     """
 
+    head_names = HeadNames(pool="avgpool", drop="drop", fc="fc")
+
     def __init__(self, cfg: ResNetConfig, *, num_classes: int = 1000, in_chans: int = 3, model_name: str = "resnet"):
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
         imagenet_stem = cfg.stem == "imagenet"
 
         if imagenet_stem:
@@ -401,7 +220,6 @@ class ResNet(ConvNet):
             self.add_module(name, stage)
             self.stage_names.append(name)
             self.feature_info.append(FeatureInfo(chs, reduction, name))
-        self.num_features = chs
         self.min_input_size = reduction
 
         if cfg.preact:
@@ -409,51 +227,30 @@ class ResNet(ConvNet):
             self.norm = nn.BatchNorm2d(chs)
             self.final_act = nn.ReLU(inplace=True)
             self.feature_info[-1] = FeatureInfo(chs, reduction, "final_act")
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(cfg.drop_rate) if cfg.drop_rate else nn.Identity()
-        self.fc: nn.Module = nn.Linear(chs, num_classes) if num_classes else nn.Identity()
+        self.init_head(chs, cfg.drop_rate)
         self._init_weights()
 
     def _init_weights(self) -> None:
         if self.conv1.weight.is_meta:
             return  # built on the meta device for analysis: there are no values to initialise
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_fan_out_init_(self)
         if self.cfg.zero_init_residual:
             for m in self.modules():
-                if isinstance(m, tuple(_BLOCK_TYPES.values())) and m.residual:
+                if isinstance(m, tuple(RESIDUAL_BLOCKS.values())) and m.residual:
                     nn.init.zeros_(m.last_norm().weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
         if self.cfg.preact:
-            x = self.final_act(self.norm(x))
+            x = self.norm(x)
+            x = self.final_act(x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(torch.flatten(self.avgpool(x), 1))
-        return x if pre_logits else self.fc(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        like = self.conv1.weight  # the new head lives where the network lives, in its precision
-        self.fc = (
-            nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
-            if num_classes
-            else nn.Identity()
-        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -491,7 +288,7 @@ _SENET = Paper(
 _CIFAR_BASE = ResNetConfig(
     block="basic", planes=(16, 32, 64), stem="cifar", stem_width=16, shortcut="A", depth_rule="cifar"
 )
-_VARIANTS: dict[str, tuple[ResNetConfig, Paper, dict[str, Any], tuple[Reported, ...], str]] = {}
+_VARIANTS: list[Variant] = []
 
 
 def _variant(
@@ -502,7 +299,7 @@ def _variant(
     reported: tuple[Reported, ...] = (),
     notes: str = "",
 ) -> None:
-    _VARIANTS[name] = (cfg, paper, data, reported, notes)
+    _VARIANTS.append(Variant(name, cfg, paper, data, reported, notes))
 
 
 def _imagenet_cfg(depth: int, **kw: Any) -> ResNetConfig:
@@ -620,35 +417,16 @@ _variant(
 )
 
 # Xie et al. 2017: ResNeXt (ImageNet Table 3 and Table 4, single 224x224 crop; CIFAR Table 7).
-_variant(
-    "resnext50_32x4d",
-    _imagenet_cfg(50, groups=32, base_width=4),
-    _RESNEXT,
-    IMAGENET_DEFAULTS,
-    imagenet_error(22.2, None, "Table 3", "single 224x224 crop"),
-)
-_variant(
-    "resnext101_32x4d",
-    _imagenet_cfg(101, groups=32, base_width=4),
-    _RESNEXT,
-    IMAGENET_DEFAULTS,
-    imagenet_error(21.2, 5.6, "Table 4", "single 224x224 crop"),
-)
-_variant(
-    "resnext101_32x8d",
-    _imagenet_cfg(101, groups=32, base_width=8),
-    _RESNEXT,
-    IMAGENET_DEFAULTS,
-    (),
-    "the 32x8d width is not tabulated in the paper",
-)
-_variant(
-    "resnext101_64x4d",
-    _imagenet_cfg(101, groups=64, base_width=4),
-    _RESNEXT,
-    IMAGENET_DEFAULTS,
-    imagenet_error(20.4, 5.3, "Table 4", "single 224x224 crop"),
-)
+_RESNEXT_IMAGENET = {
+    # name: (depth, cardinality, width per group, reported)
+    "resnext50_32x4d": (50, 32, 4, imagenet_error(22.2, None, "Table 3", "single 224x224 crop")),
+    "resnext101_32x4d": (101, 32, 4, imagenet_error(21.2, 5.6, "Table 4", "single 224x224 crop")),
+    "resnext101_32x8d": (101, 32, 8, ()),
+    "resnext101_64x4d": (101, 64, 4, imagenet_error(20.4, 5.3, "Table 4", "single 224x224 crop")),
+}
+for _name, (_d, _card, _width, _rep) in _RESNEXT_IMAGENET.items():
+    _note = "" if _rep else "the 32x8d width is not tabulated in the paper"
+    _variant(_name, _imagenet_cfg(_d, groups=_card, base_width=_width), _RESNEXT, IMAGENET_DEFAULTS, _rep, _note)
 _RESNEXT_CIFAR = dataclasses.replace(
     _CIFAR_BASE, block="bottleneck", planes=(64, 128, 256), stem_width=64, shortcut="B"
 )
@@ -672,25 +450,20 @@ _SE_IMAGENET = {
 }
 for _d, _rep in _SE_IMAGENET.items():
     _variant(f"se_resnet{_d}", _imagenet_cfg(_d, se_reduction=16), _SENET, IMAGENET_DEFAULTS, _rep)
-_variant(
-    "se_resnext50_32x4d",
-    _imagenet_cfg(50, groups=32, base_width=4, se_reduction=16),
-    _SENET,
-    IMAGENET_DEFAULTS,
-    imagenet_error(21.10, 5.49, "Table 2", "single 224x224 crop"),
-)
-_variant(
-    "se_resnext101_32x4d",
-    _imagenet_cfg(101, groups=32, base_width=4, se_reduction=16),
-    _SENET,
-    IMAGENET_DEFAULTS,
-    imagenet_error(20.70, 5.01, "Table 2", "single 224x224 crop"),
-)
+for _d, (_top1, _top5) in {50: (21.10, 5.49), 101: (20.70, 5.01)}.items():
+    _variant(
+        f"se_resnext{_d}_32x4d",
+        _imagenet_cfg(_d, groups=32, base_width=4, se_reduction=16),
+        _SENET,
+        IMAGENET_DEFAULTS,
+        imagenet_error(_top1, _top5, "Table 2", "single 224x224 crop"),
+    )
 
 _ACCEPTED = [f.name for f in dataclasses.fields(ResNetConfig) if f.name != "depth_rule"] + ["depth"]
 
 
-def _builder(name: str, cfg: ResNetConfig):
+def _builder(name: str, cfg: ResNetConfig, model_cls: type[ResNet]):
+    # The usual configuration builder, plus ``depth=``, which sets the blocks per stage by the depth rule.
     def build(*, num_classes: int, in_chans: int, **overrides: Any) -> ResNet:
         check_overrides(name, overrides, _ACCEPTED)
         depth = overrides.pop("depth", None)
@@ -702,10 +475,9 @@ def _builder(name: str, cfg: ResNetConfig):
             if "layers" in overrides:
                 raise TypeError(f"{name}: give either depth or layers, not both")
             arch = dataclasses.replace(arch, **layers_for_depth(arch, depth, name))
-        return ResNet(arch, num_classes=num_classes, in_chans=in_chans, model_name=name)
+        return model_cls(arch, num_classes=num_classes, in_chans=in_chans, model_name=name)
 
     return build
 
 
-for _name, (_cfg, _paper, _data, _reported, _notes) in _VARIANTS.items():
-    register_model(ModelCard(_name, "resnet", _paper, reported=_reported, notes=_notes, **_data), _builder(_name, _cfg))
+register_family("resnet", ResNet, _VARIANTS, builder=_builder)

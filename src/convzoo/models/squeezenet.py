@@ -15,21 +15,14 @@ torchvision's ``classifier.1`` (conv10) loads as ``final_conv``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from convzoo.models.base import ConvNet, FeatureInfo
-from convzoo.registry import (
-    IMAGENET_DEFAULTS,
-    ModelCard,
-    Paper,
-    Reported,
-    config_builder,
-    register_model,
-)
+from convzoo.layers.trunk import smallest_input, stage_taps
+from convzoo.models.base import ConvNet, HeadNames
+from convzoo.registry import IMAGENET_DEFAULTS, Paper, Reported, Variant, register_family
 
 FireSpec = tuple[int, int, int]
 
@@ -106,9 +99,19 @@ class Fire(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.bypass = bypass
 
+    @property
+    def out_channels(self) -> int:
+        """Output channels, under the name convolutions give them, which trunk tracing reads."""
+        return self.out_chs
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        squeezed = self.act(self.squeeze(x))
-        out = torch.cat([self.act(self.expand1x1(squeezed)), self.act(self.expand3x3(squeezed))], 1)
+        squeezed = self.squeeze(x)
+        squeezed = self.act(squeezed)
+        left = self.expand1x1(squeezed)
+        left = self.act(left)
+        right = self.expand3x3(squeezed)
+        right = self.act(right)
+        out = torch.cat([left, right], 1)
         return out + x if self.bypass else out
 
 
@@ -117,79 +120,53 @@ def _pool() -> nn.MaxPool2d:
     return nn.MaxPool2d(3, stride=2, ceil_mode=True)
 
 
-def output_size(modules: Iterable[nn.Module], size: int) -> int:
-    """Side length of the map after ``modules`` for a square input of ``size`` (below 1: the input is too small).
-
-    Size-preserving modules (activations, Fire modules) pass the size through; convolutions and max-pools follow
-    PyTorch's formula, including ceil mode's rule that the last window must start inside the input.
-    """
-    for m in modules:
-        if not isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
-            continue
-        k, s, p, d = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding, m.dilation))
-        span = size + 2 * p - d * (k - 1) - 1
-        ceil = getattr(m, "ceil_mode", False)
-        out = (-(-span // s) if ceil else span // s) + 1
-        if ceil and (out - 1) * s >= size + p:
-            out -= 1
-        if out < 1:
-            return out
-        size = out
-    return size
-
-
 class SqueezeNet(ConvNet):
-    """A SqueezeNet built from a `SqueezeNetConfig`.
+    """A SqueezeNet built from a `SqueezeNetConfig`; the constructor takes `ConvNet`'s arguments.
 
+    The classifier is a convolution, conv10 with ``num_classes`` filters, not ConvNet's pooled linear head:
     ``forward_head`` applies dropout, conv10, ReLU and global average pooling. Its ``pre_logits`` output, and the
     output without a classifier, is the globally pooled last feature map (``num_features`` = 512 channels), the
     vector a linear probe or a new classifier reads.
-
-    Args:
-        cfg: The architecture.
-        num_classes: Outputs of conv10; 0 leaves it out.
-        in_chans: Input image channels.
-        model_name: Name used in error messages.
     """
+
+    head_names = HeadNames(pool="global_pool", drop="head_drop", fc="final_conv")
 
     def __init__(
         self, cfg: SqueezeNetConfig, *, num_classes: int = 1000, in_chans: int = 3, model_name: str = "squeezenet"
     ) -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
         chs = cfg.stem_width
-        features: list[nn.Module] = [nn.Conv2d(in_chans, chs, cfg.stem_kernel, stride=2), nn.ReLU(inplace=True)]
-        self.feature_info = [FeatureInfo(chs, 2, "features.1")]
-        features.append(_pool())
-        reduction = 4
+        features: list[nn.Module] = [
+            nn.Conv2d(in_chans, chs, cfg.stem_kernel, stride=2),
+            nn.ReLU(inplace=True),
+            _pool(),
+        ]
         for spec in cfg.layers:
             if spec == "M":
-                # One tap per resolution: the last Fire module before the map shrinks.
-                self.feature_info.append(FeatureInfo(chs, reduction, f"features.{len(features) - 1}"))
                 features.append(_pool())
-                reduction *= 2
                 continue
             fire = Fire(chs, *spec, bypass=cfg.bypass and chs == spec[1] + spec[2])
             features.append(fire)
             chs = fire.out_chs
-        self.feature_info.append(FeatureInfo(chs, reduction, f"features.{len(features) - 1}"))
         self.features = nn.Sequential(*features)
+        # One tap per resolution: conv1's ReLU and the last Fire module before each pool, then the last one.
+        self.feature_info = stage_taps(self.features, in_chans)
         self.num_features = chs
         # Unpadded conv1 and the pools need a real minimum: the smallest image for which every map keeps a pixel.
-        self.min_input_size = next(n for n in range(1, 4096) if output_size(self.features, n) >= 1)
+        self.min_input_size = smallest_input(self.features)
 
         self.head_drop = nn.Dropout(cfg.drop_rate) if cfg.drop_rate else nn.Identity()
-        self.final_conv: nn.Module = nn.Conv2d(chs, num_classes, 1) if num_classes else nn.Identity()
+        self.final_conv = self._conv10(num_classes)
         self.head_act = nn.ReLU(inplace=True)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self._init_weights()
+
+    def _conv10(
+        self, num_classes: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> nn.Module:
+        if not num_classes:
+            return nn.Identity()
+        return nn.Conv2d(self.num_features, num_classes, 1, device=device, dtype=dtype)
 
     def _init_weights(self) -> None:
         if self.features[0].weight.is_meta:
@@ -198,10 +175,15 @@ class SqueezeNet(ConvNet):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 if m is self.final_conv:
-                    nn.init.normal_(m.weight, mean=0.0, std=0.01)
+                    self.init_classifier(m)
                 else:
                     nn.init.kaiming_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                    nn.init.zeros_(m.bias)
+
+    def init_classifier(self, fc: nn.Conv2d | nn.Linear) -> None:
+        """conv10 starts as a Gaussian of std 0.01 with zero bias."""
+        nn.init.normal_(fc.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(fc.bias)
 
     def remap_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Translate torchvision's key for conv10 (``classifier.1``) to ``final_conv``; other keys already match."""
@@ -214,24 +196,19 @@ class SqueezeNet(ConvNet):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(x)
-        if pre_logits:
-            return torch.flatten(self.global_pool(x), 1)
-        # Without a classifier the ReLU changes nothing: the Fire modules' outputs are already non-negative.
-        return torch.flatten(self.global_pool(self.head_act(self.final_conv(x))), 1)
-
-    def get_classifier(self) -> nn.Module:
-        return self.final_conv
+        if not pre_logits:
+            # Without a classifier the ReLU changes nothing: the Fire modules' outputs are already non-negative.
+            x = self.final_conv(x)
+            x = self.head_act(x)
+        x = self.global_pool(x)
+        return torch.flatten(x, 1)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         like = self.features[0].weight
-        if not num_classes:
-            self.final_conv = nn.Identity()
-            return
-        self.final_conv = nn.Conv2d(self.num_features, num_classes, 1, device=like.device, dtype=like.dtype)
-        if not like.is_meta:
-            nn.init.normal_(self.final_conv.weight, mean=0.0, std=0.01)
-            nn.init.zeros_(self.final_conv.bias)
+        self.final_conv = self._conv10(num_classes, device=like.device, dtype=like.dtype)
+        if num_classes and not like.is_meta:
+            self.init_classifier(self.final_conv)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -262,27 +239,29 @@ _V1_1 = SqueezeNetConfig(
     ),
 )
 _INPUT = {**IMAGENET_DEFAULTS, "input_size": (3, 227, 227)}
-_VARIANTS: dict[str, tuple[SqueezeNetConfig, tuple[Reported, ...], str]] = {
-    "squeezenet1_0": (
+_V1_0_REPORTED = (
+    Reported("ImageNet", "top-1 accuracy", 57.5, "Table 2", "uncompressed 32-bit model, 4.8MB"),
+    Reported("ImageNet", "top-5 accuracy", 80.3, "Table 2", "uncompressed 32-bit model, 4.8MB"),
+)
+_VARIANTS = [
+    Variant(
+        "squeezenet1_0",
         SqueezeNetConfig(),
-        (
-            Reported("ImageNet", "top-1 accuracy", 57.5, "Table 2", "uncompressed 32-bit model, 4.8MB"),
-            Reported("ImageNet", "top-5 accuracy", 80.3, "Table 2", "uncompressed 32-bit model, 4.8MB"),
-        ),
+        _IANDOLA_2016,
+        _INPUT,
+        _V1_0_REPORTED,
         "Table 1 of the paper; 227x227 crops as in the authors' Caffe model. Simple bypass (bypass=True) reaches "
         "60.4% top-1 and 82.5% top-5 in Table 3",
     ),
-    "squeezenet1_1": (
+    Variant(
+        "squeezenet1_1",
         _V1_1,
-        (),
-        "SqueezeNet v1.1 from the authors' repository: conv1 with 64 3x3 filters and max-pools after conv1, fire3 "
-        "and fire5, for 2.4x less computation than v1.0 'without sacrificing accuracy'; the paper has no table row",
+        _IANDOLA_2016,
+        _INPUT,
+        notes="SqueezeNet v1.1 from the authors' repository: conv1 with 64 3x3 filters and max-pools after conv1, "
+        "fire3 and fire5, for 2.4x less computation than v1.0 'without sacrificing accuracy'; the paper has no table "
+        "row",
     ),
-}
+]
 
-
-for _name, (_cfg, _reported, _notes) in _VARIANTS.items():
-    register_model(
-        ModelCard(_name, "squeezenet", _IANDOLA_2016, reported=_reported, notes=_notes, **_INPUT),
-        config_builder(_name, _cfg, SqueezeNet),
-    )
+register_family("squeezenet", SqueezeNet, _VARIANTS)

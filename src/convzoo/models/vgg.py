@@ -24,17 +24,10 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from convzoo.layers.classifier import FCHead
 from convzoo.layers.lrn import LocalResponseNorm
-from convzoo.models.lenet import FCHeadNet, fc_layers, smallest_input, stage_taps
-from convzoo.registry import (
-    IMAGENET_DEFAULTS,
-    ModelCard,
-    Paper,
-    Reported,
-    config_builder,
-    imagenet_error,
-    register_model,
-)
+from convzoo.models._fchead import FCHeadNet
+from convzoo.registry import IMAGENET_DEFAULTS, Paper, Variant, imagenet_error, register_family
 
 VGGLayer = int | tuple[int, int] | str
 
@@ -117,14 +110,7 @@ class VGG(FCHeadNet):
     """
 
     def __init__(self, cfg: VGGConfig, *, num_classes: int = 1000, in_chans: int = 3, model_name: str = "vgg") -> None:
-        super().__init__()
-        cfg.validate(model_name)
-        if in_chans < 1:
-            raise ValueError(f"{model_name}: in_chans must be positive; got {in_chans}")
-        self.cfg = cfg
-        self.model_name = model_name
-        self.in_chans = in_chans
-        self.num_classes = num_classes
+        super().__init__(cfg, num_classes=num_classes, in_chans=in_chans, model_name=model_name)
 
         with self._allocate_once():
             layers: list[nn.Module] = []
@@ -141,18 +127,10 @@ class VGG(FCHeadNet):
                         layers.append(nn.BatchNorm2d(filters))
                     layers.append(nn.ReLU(inplace=True))
                     chs = filters
-            self.features = nn.Sequential(*layers)
-            self.num_features = chs
-            self.avgpool = nn.AdaptiveAvgPool2d(cfg.pool_size)
-            self.classifier = self._make_classifier(num_classes) if num_classes else nn.Identity()
-        self.feature_info = stage_taps(self.features, in_chans)
-        self.min_input_size = smallest_input(self.features)
+            self._add_trunk_and_head(nn.Sequential(*layers), chs, cfg.pool_size)
 
-    def _make_classifier(self, num_classes: int) -> nn.Sequential:
-        in_features = self.num_features * self.cfg.pool_size**2
-        return fc_layers(
-            in_features, self.cfg.hidden, num_classes, act=lambda: nn.ReLU(inplace=True), drop_rate=self.cfg.drop_rate
-        )
+    def _make_classifier(self, num_classes: int) -> FCHead:
+        return FCHead(self.fc_in_features, self.cfg.hidden, num_classes, drop_rate=self.cfg.drop_rate)
 
     def _init_fc(self, layer: nn.Linear, *, output: bool) -> None:
         nn.init.normal_(layer.weight, 0.0, 0.01)
@@ -169,7 +147,7 @@ class VGG(FCHeadNet):
                 m.reset_running_stats()  # built on the meta device: the statistics hold no values yet
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        self._init_classifier(self.classifier)
+        self._init_fc_layers(self.classifier)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -195,26 +173,31 @@ _TABLE3 = {
     "E": (27.3, 9.0),
 }
 _NAMES = {"A": "vgg11", "A-LRN": "vgg_a_lrn", "B": "vgg13", "C": "vgg_c", "D": "vgg16", "E": "vgg19"}
-_VARIANTS: dict[str, tuple[VGGConfig, tuple[Reported, ...], str]] = {}
+_VARIANTS: list[Variant] = []
 for _cfg_name, _name in _NAMES.items():
     _top1, _top5 = _TABLE3[_cfg_name]
-    _VARIANTS[_name] = (
-        VGGConfig(layers=CFGS[_cfg_name]),
-        imagenet_error(_top1, _top5, "Table 3", "single scale, trained and tested at 256, ILSVRC-2012 validation set"),
-        f"configuration {_cfg_name} of Table 1",
+    _VARIANTS.append(
+        Variant(
+            _name,
+            VGGConfig(layers=CFGS[_cfg_name]),
+            _SIMONYAN_2015,
+            IMAGENET_DEFAULTS,
+            imagenet_error(
+                _top1, _top5, "Table 3", "single scale, trained and tested at 256, ILSVRC-2012 validation set"
+            ),
+            f"configuration {_cfg_name} of Table 1",
+        )
     )
     # torchvision's batch-norm networks; vgg_c with batch_norm=True builds the same for configuration C.
     if _cfg_name in ("A", "B", "D", "E"):
-        _VARIANTS[f"{_name}_bn"] = (
-            VGGConfig(layers=CFGS[_cfg_name], batch_norm=True),
-            (),
-            f"configuration {_cfg_name} with batch normalisation after every convolution, as torchvision builds it; "
-            "not in the paper, so no reported result",
+        _VARIANTS.append(
+            Variant(
+                f"{_name}_bn",
+                VGGConfig(layers=CFGS[_cfg_name], batch_norm=True),
+                _SIMONYAN_2015,
+                IMAGENET_DEFAULTS,
+                notes=f"configuration {_cfg_name} with batch normalisation after every convolution, as torchvision "
+                "builds it; not in the paper, so no reported result",
+            )
         )
-
-
-for _name, (_cfg, _reported, _notes) in _VARIANTS.items():
-    register_model(
-        ModelCard(_name, "vgg", _SIMONYAN_2015, reported=_reported, notes=_notes, **IMAGENET_DEFAULTS),
-        config_builder(_name, _cfg, VGG),
-    )
+register_family("vgg", VGG, _VARIANTS)
