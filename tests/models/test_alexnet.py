@@ -61,10 +61,11 @@ def test_alexnet_2012_layers_of_the_paper():
     # Section 3.5's order: ReLU, response normalisation, then overlapping 3x3/2 max-pooling.
     kinds = [type(m).__name__ for m in model.features]
     assert kinds[:8] == ["Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d"] * 2
-    assert all(p.kernel_size == 3 and p.stride == 2 for p in model.features if isinstance(p, nn.MaxPool2d))
+    pools = [m for m in model.features if isinstance(m, nn.MaxPool2d)]
+    assert [(p.kernel_size, p.stride) for p in pools] == [(3, 2)] * 3
     # Dropout 0.5 on the outputs of fc6 and fc7.
     assert [type(m).__name__ for m in model.classifier] == ["Linear", "ReLU", "Dropout"] * 2 + ["Linear"]
-    assert all(m.p == 0.5 for m in model.classifier if isinstance(m, nn.Dropout))
+    assert [m.p for m in model.classifier if isinstance(m, nn.Dropout)] == [0.5, 0.5]
 
 
 def test_alexnet_2012_map_sizes_on_227():
@@ -88,7 +89,7 @@ def test_zfnet_map_sizes_of_figure_3():
         (1024, 3, 1),
         (512, 3, 1),
     ]
-    assert all(c.groups == 1 for c in convs)  # one tower: dense connections in layers 3, 4 and 5
+    assert [c.groups for c in convs] == [1] * 5  # one tower: dense connections in layers 3, 4 and 5
     kinds = [type(m).__name__ for m in model.features]
     assert kinds[:8] == ["Conv2d", "ReLU", "MaxPool2d", "LocalResponseNorm"] * 2  # pooled, then normalised
     fig3 = on_meta("zfnet", widths=(96, 256, 384, 384, 256))

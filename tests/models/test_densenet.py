@@ -154,7 +154,7 @@ def test_memory_efficient_mode_is_exact_and_saves_memory():
     standard = convzoo.create_model("densenet_bc_100_12", drop_rate=0.2).train()
     efficient = convzoo.create_model("densenet_bc_100_12", drop_rate=0.2, memory_efficient=True).train()
     efficient.load_state_dict(standard.state_dict())
-    assert all(m.memory_efficient for m in efficient.modules() if isinstance(m, DenseLayer))
+    assert {m.memory_efficient for m in efficient.modules() if isinstance(m, DenseLayer)} == {True}
     x = torch.randn(4, 3, 16, 16)
     results = []
     for model in (standard, efficient):

@@ -52,7 +52,7 @@ def test_columns_and_depths_follow_the_expansion_rule(columns):
     for block in model.blocks():
         # Column c holds 2^(c-1) convolutions; the block 2^C - 1; the joins are those of f_C.
         assert [len(col) for col in block.columns] == [2 ** (c - 1) for c in range(1, columns + 1)]
-        assert all(isinstance(unit, ConvUnit) for col in block.columns for unit in col)
+        assert {type(unit) for col in block.columns for unit in col} == {ConvUnit}
         assert sum(len(col) for col in block.columns) == 2**columns - 1
         assert [len(active) for active in block.schedule] == expansion_joins(columns)
         # Every column takes part in the final join, and each of its convolutions runs at one level.
@@ -176,7 +176,7 @@ def test_dropout_rates_per_block():
         model = convzoo.create_model("fractalnet_20")
     for block, rate in zip(model.blocks(), (0.0, 0.1, 0.2, 0.3, 0.4)):
         drops = [unit.drop for col in block.columns for unit in col]
-        assert all((d.p if isinstance(d, nn.Dropout) else 0.0) == rate for d in drops)
+        assert drops and {d.p if isinstance(d, nn.Dropout) else 0.0 for d in drops} == {rate}
 
 
 def test_column_must_exist():

@@ -290,7 +290,7 @@ def test_googlenet_2014_is_the_network_of_the_paper():
     assert paper.inception3a.branch3[1].conv.kernel_size == (5, 5)
     assert paper.maxpool4.kernel_size == 3
     assert not any(isinstance(m, nn.BatchNorm2d) for m in paper.modules())
-    assert all(m.bias is not None for m in paper.modules() if isinstance(m, nn.Conv2d))
+    assert {m.bias is not None for m in paper.modules() if isinstance(m, nn.Conv2d)} == {True}
     assert [type(paper.norm1), type(paper.norm2)] == [nn.LocalResponseNorm] * 2
     assert (paper.norm1.size, paper.norm1.alpha, paper.norm1.beta) == (5, 1e-4, 0.75)
     # The Caffe replication's initialisation: 0.2 biases, zero biases on the classifiers.
@@ -299,8 +299,8 @@ def test_googlenet_2014_is_the_network_of_the_paper():
     tv = convzoo.create_model("googlenet")
     assert tv.inception3a.branch3[1].conv.kernel_size == (3, 3)
     assert tv.maxpool4.kernel_size == 2
-    assert all(m.eps == 1e-3 for m in tv.modules() if isinstance(m, nn.BatchNorm2d))
-    assert all(m.bias is None for m in tv.modules() if isinstance(m, nn.Conv2d))
+    assert {m.eps for m in tv.modules() if isinstance(m, nn.BatchNorm2d)} == {1e-3}
+    assert {m.bias is None for m in tv.modules() if isinstance(m, nn.Conv2d)} == {True}
 
 
 def test_googlenet_2014_is_22_layers_deep_and_27_with_pooling():
@@ -407,7 +407,7 @@ def test_feature_info(name):
         model = convzoo.create_model(name).eval()
     info = model.feature_info
     modules = dict(model.named_modules())
-    assert all(f.module in modules for f in info)
+    assert len(info) == 5 and {f.module for f in info} <= set(modules)
     assert [f.num_chs for f in info] == [64, 192, 480, 832, 1024]
     assert [f.reduction for f in info] == [2, 4, 8, 16, 32]
     assert [f.module for f in info][2:] == ["inception3b", "inception4e", "inception5b"]

@@ -208,7 +208,7 @@ def test_modules_are_factorised_as_in_the_paper():
     ]
     # Figure 10: the grid reductions pair stride-2 convolutions with a stride-2 pool.
     assert model.Mixed_6a.branch3x3.conv.stride == model.Mixed_7a.branch3x3_2.conv.stride == (2, 2)
-    assert all(m.eps == 1e-3 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert {m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {1e-3}
 
 
 def test_multiply_adds_equal_torchvision_figure():

@@ -44,7 +44,7 @@ def test_layers_of_the_released_cifar10_model():
     ]
     kinds = [type(m).__name__ for m in model.features]
     assert kinds == ["MlpConv", "MaxPool2d", "Dropout", "MlpConv", "MaxPool2d", "Dropout", "MlpConv"]
-    assert all(m.p == 0.5 for m in model.features if isinstance(m, nn.Dropout))
+    assert {m.p for m in model.features if isinstance(m, nn.Dropout)} == {0.5}
     # Every convolution is followed by a ReLU, the class maps included.
     for block in (m for m in model.features if isinstance(m, MlpConv)):
         assert [type(m) for m in block] == [nn.Conv2d, nn.ReLU] * (len(block) // 2)

@@ -96,7 +96,7 @@ def test_plain_twins_have_no_shortcut_and_option_a_no_extra_parameters():
     for depth in (20, 32, 44, 56, 110):
         assert n_params(f"plain{depth}") == n_params(f"resnet{depth}")
     plain = convzoo.create_model("plain20")
-    assert all(not b.residual and b.downsample is None for b in plain.modules() if isinstance(b, BasicBlock))
+    assert {(b.residual, b.downsample) for b in plain.modules() if isinstance(b, BasicBlock)} == {(False, None)}
 
 
 def test_shortcut_options_b_and_c_add_projections():
@@ -132,7 +132,8 @@ def test_zero_init_residual_makes_blocks_start_as_identity(name):
             expected = x if type(block).__name__.startswith("PreAct") else torch.relu(x)
             assert torch.allclose(block(x), expected)
     default = convzoo.create_model(name).eval()
-    assert all(m.last_norm().weight.abs().sum() > 0 for m in default.modules() if getattr(m, "residual", False))
+    residual_norms = [m.last_norm().weight for m in default.modules() if getattr(m, "residual", False)]
+    assert residual_norms and all(w.abs().sum() > 0 for w in residual_norms)
 
 
 def test_zero_init_preact_basic_block_is_identity():
