@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
 import time
@@ -33,6 +34,9 @@ def main() -> None:
     except ImportError:
         torchinfo = None
     lines = ["| network | convzoo.summary, meta (s) | torchinfo.summary, CPU (s) | ratio |", "|---|---:|---:|---:|"]
+    # torchinfo's real forward pass uses every thread; other work on the machine slows it more than it slows the
+    # single-threaded trace, so the load is part of the result.
+    load_before = os.getloadavg()[0]
     for name in MODELS:
         if name not in convzoo.list_models():
             continue
@@ -55,10 +59,12 @@ def main() -> None:
         print(row, flush=True)
         lines.append(row)
     header = (
-        f"Measured {datetime.date.today().isoformat()} on {platform.machine()} CPU, {torch.get_num_threads()} threads; "
+        f"Measured {datetime.date.today().isoformat()} on {os.cpu_count()}-core {platform.machine()} CPU, "
+        f"{torch.get_num_threads()} threads; "
         f"torch {torch.__version__}"
         + (f", torchinfo {torchinfo.__version__}" if torchinfo else "")
-        + f"; median of {args.repeats} interleaved repeats after one warm-up round; depth 3, 224x224."
+        + f"; median of {args.repeats} interleaved repeats after one warm-up round; depth 3, 224x224; "
+        f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after."
     )
     print(header)
     if args.write:
@@ -68,7 +74,9 @@ def main() -> None:
                 f"{marker} (`benchmarks/bench_summary.py`)",
                 "",
                 header,
-                "Ratio = convzoo time / torchinfo time (below 1.00 is faster).",
+                "convzoo's time includes building the network on the meta device and tracking receptive fields, "
+                "activation and training memory; torchinfo's is a forward pass of a network built beforehand.",
+                "Ratio = convzoo time / torchinfo time: below 1.00 is faster, the goal is at most 1.00.",
                 "",
                 *lines,
                 "",

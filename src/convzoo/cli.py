@@ -73,24 +73,16 @@ def _cmd_rf(args: argparse.Namespace) -> int:
     import torch
 
     import convzoo
-    from convzoo.analysis import effective_receptive_field, plot_effective_receptive_field
+    from convzoo.analysis import measure_receptive_field, plot_effective_receptive_field
 
     card = convzoo.get_model_card(args.model)
     input_size = args.input or card.input_size
     torch.manual_seed(args.seed)
     model = convzoo.create_model(args.model, weights=args.weights)
-    table = convzoo.summary(model, input_size, depth=10**6)
-    fields = {r.name: r for r in table.rows}
-    layer = args.layer or _last_spatial_layer(table)
-    if layer not in fields:
-        import difflib
-
-        close = difflib.get_close_matches(layer, list(fields), n=5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; `convzoo summary MODEL --depth 9` lists them"
-        raise KeyError(f"{args.model} has no layer named {layer!r}{hint}")
-    row = fields[layer]
-    rf = row.rf
-    print(f"{args.model}, layer {layer} ({row.type}), output {'x'.join(map(str, row.output_shape[1:]))}")
+    field = measure_receptive_field(model, input_size, args.layer, samples=args.samples)
+    rf = field.theoretical
+    shape = "x".join(map(str, field.output_shape[1:]))
+    print(f"{args.model}, layer {field.layer} ({field.layer_type}), output {shape}")
     if rf is None or rf.is_global:
         print("theoretical receptive field: global (every unit sees the whole input)")
     else:
@@ -98,25 +90,14 @@ def _cmd_rf(args: argparse.Namespace) -> int:
             f"theoretical receptive field: {rf} pixels, jump {'x'.join(dict.fromkeys(f'{j:g}' for j in rf.jump))}, "
             f"first unit centred at {tuple(float(s) for s in rf.start)}"
         )
-    erf = effective_receptive_field(model, layer, input_size, samples=args.samples)
-    h, w = row.output_shape[-2:]
-    mass = erf / erf.sum()
-    ys, xs = np.indices(erf.shape)
-    cy, cx = (mass * ys).sum(), (mass * xs).sum()
-    spread = np.sqrt((mass * ((ys - cy) ** 2 + (xs - cx) ** 2)).sum())
-    print(f"effective receptive field: centred at ({cy:.1f}, {cx:.1f}), radius (std) {spread:.1f} pixels")
-    out = Path(args.out or f"{args.model}_{layer.replace('.', '_')}_erf.png")
-    plot_effective_receptive_field(
-        erf, out, theoretical=rf, centre_unit=(h // 2, w // 2), title=f"{args.model} {layer}: effective receptive field"
-    )
-    np.save(out.with_suffix(".npy"), erf)
+    cy, cx = field.centre
+    print(f"effective receptive field: centred at ({cy:.1f}, {cx:.1f}), radius (std) {field.radius:.1f} pixels")
+    out = Path(args.out or f"{args.model}_{field.layer.replace('.', '_')}_erf.png")
+    title = f"{args.model} {field.layer}: effective receptive field"
+    plot_effective_receptive_field(field.erf, out, theoretical=rf, centre_unit=field.centre_unit, title=title)
+    np.save(out.with_suffix(".npy"), field.erf)
     print(f"wrote {out} and {out.with_suffix('.npy')}")
     return 0
-
-
-def _last_spatial_layer(table) -> str:
-    spatial = [r for r in table.rows if r.output_shape is not None and len(r.output_shape) == 4 and r.depth == 1]
-    return spatial[-1].name
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

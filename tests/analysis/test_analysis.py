@@ -14,8 +14,9 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import convzoo
-from convzoo.analysis import ReceptiveField, effective_receptive_field, receptive_fields
+from convzoo.analysis import ReceptiveField, effective_receptive_field, measure_receptive_field, receptive_fields
 from convzoo.analysis.compare import Timing, compare_models, plot_accuracy_vs_compute
+from convzoo.analysis.costs import MacCounter
 from convzoo.cli import main
 
 
@@ -86,6 +87,53 @@ def test_gradient_never_leaves_the_theoretical_field():
         assert erf[inside].min() >= 0.0 and (erf[inside] > 0).mean() > 0.3
     with pytest.raises(KeyError, match="no module named 'layer9'"):
         effective_receptive_field(model, "layer9", size)
+
+
+def test_measured_field_of_a_box_filter_is_the_box():
+    # One 3x3 all-ones convolution: the central unit's input gradient is 1 on its 3x3 window and 0 elsewhere, so the
+    # centre of mass is the unit's own pixel and the radius is sqrt((4 * 1 + 4 * 2) / 9).
+    conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+    nn.init.ones_(conv.weight)
+    field = measure_receptive_field(nn.Sequential(conv), (1, 9, 9), "0", samples=3, batch_size=2)
+    assert (field.layer, field.layer_type, field.output_shape) == ("0", "Conv2d", (1, 1, 9, 9))
+    assert str(field.theoretical) == "3" and field.centre_unit == (4, 4)
+    expected = np.zeros((9, 9))
+    expected[3:6, 3:6] = 1.0
+    np.testing.assert_allclose(field.erf, expected)
+    assert field.centre == pytest.approx((4.0, 4.0))
+    assert field.radius == pytest.approx((12 / 9) ** 0.5)
+
+
+def test_measured_field_of_a_network_layer():
+    model = convzoo.create_model("resnet20")
+    field = measure_receptive_field(model, (3, 32, 32), "layer1", samples=2, batch_size=2)
+    np.testing.assert_array_equal(field.erf, effective_receptive_field(model, "layer1", (3, 32, 32), samples=2))
+    assert field.layer_type == "Sequential" and field.output_shape == (1, 16, 32, 32)
+    assert field.theoretical.size == (15, 15) and field.centre_unit == (16, 16)
+    (top, bottom), (left, right) = field.theoretical.bounds(field.centre_unit)
+    assert top <= field.centre[0] <= bottom and left <= field.centre[1] <= right
+    ys, xs = np.indices(field.erf.shape)
+    assert field.centre == pytest.approx((np.average(ys, weights=field.erf), np.average(xs, weights=field.erf)))
+    assert 0 < field.radius < (right - left) / 2 * 2**0.5
+    default = measure_receptive_field(model, (3, 32, 32), samples=1, batch_size=1)
+    # The default is the last top-level module with a 4-d output: here the global pooling, which sees everything.
+    assert default.layer == "avgpool" and default.output_shape == (1, 64, 1, 1) and default.theoretical.is_global
+    with pytest.raises(KeyError, match=r"resnet20 has no layer named 'layer7'; did you mean layer3, layer2, layer1"):
+        measure_receptive_field(model, (3, 32, 32), "layer7")
+
+
+def test_per_module_macs_match_torch_flop_counter():
+    model = convzoo.create_model("resnet18")
+    with FlopCounterMode(display=False, depth=None) as reference:
+        model.eval()(torch.zeros(1, 3, 64, 64))
+    root = type(model).__name__ + "."
+    expected = {k.removeprefix(root): sum(v.values()) // 2 for k, v in reference.get_flop_counts().items()}
+    rows = convzoo.summary(model, (3, 64, 64), depth=3).rows
+    assert {r.name: r.macs for r in rows} == {r.name: expected.get(r.name, 0) for r in rows}
+    assert sum(r.macs for r in rows if r.depth == 3) > 0
+    with MacCounter() as counter:
+        model(torch.zeros(1, 3, 64, 64))
+    assert counter.macs == reference.get_total_flops() // 2
 
 
 def test_macs_agree_with_flop_counter_on_torchvision_models():

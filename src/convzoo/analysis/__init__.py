@@ -1,20 +1,25 @@
 """Analyses of a network's structure and cost: summary tables, receptive fields, comparisons."""
 
+from convzoo.analysis.costs import count_macs, count_params
+from convzoo.analysis.fields import ReceptiveField
 from convzoo.analysis.receptive import (
-    ReceptiveField,
+    MeasuredField,
     effective_receptive_field,
+    measure_receptive_field,
     plot_effective_receptive_field,
     receptive_fields,
 )
-from convzoo.analysis.summary import LayerRow, Summary, count_macs, count_params, summary
+from convzoo.analysis.summary import LayerRow, Summary, summary
 
 __all__ = [
     "LayerRow",
+    "MeasuredField",
     "ReceptiveField",
     "Summary",
     "count_macs",
     "count_params",
     "effective_receptive_field",
+    "measure_receptive_field",
     "plot_effective_receptive_field",
     "receptive_fields",
     "summary",

@@ -4,7 +4,7 @@ Conventions, stated once:
 
 - Multiply-adds count the multiplications of convolutions and fully connected layers (one multiply-add per weight
   use; normalisation, activations, pooling and additions are not counted), the convention of the papers' tables.
-  They come from ``torch.utils.flop_counter``, which reports two FLOPs per multiply-add.
+  They come from the FLOP formulas of ``torch.utils.flop_counter``, which count two FLOPs per multiply-add.
 - A layer's activation memory is the size of its output for one image. The forward total counts every new tensor
   the forward pass makes, inside modules or between them (concatenations, additions), once: in-place results and
   views share memory with their input and are not counted again. The input image is not counted.
@@ -24,9 +24,13 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from convzoo.analysis.receptive import FieldTracker, ReceptiveField
+from convzoo.analysis.costs import InferenceState, MacCounter, count_macs, count_params
+from convzoo.analysis.fields import FieldTracker, ReceptiveField, format_number
+from convzoo.factory import create_model
+from convzoo.registry import get_model_card
+
+__all__ = ["LayerRow", "Summary", "count_macs", "count_params", "summary"]
 
 
 @dataclass
@@ -124,8 +128,8 @@ class Summary:
             _bytes(row.activation_bytes) if row.activation_bytes else "-",
             ksp or "-",
             str(rf) if rf is not None else "-",
-            "-" if rf is None or rf.is_global else "x".join(dict.fromkeys(_num(j) for j in rf.jump)),
-            "-" if rf is None or rf.is_global else ",".join(dict.fromkeys(_num(s) for s in rf.start)),
+            "-" if rf is None or rf.is_global else "x".join(dict.fromkeys(format_number(j) for j in rf.jump)),
+            "-" if rf is None or rf.is_global else ",".join(dict.fromkeys(format_number(s) for s in rf.start)),
         ]
 
     def totals(self) -> dict[str, object]:
@@ -206,74 +210,123 @@ class Summary:
         return self.to_table()
 
 
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+class _Trace:
+    """One forward pass of ``model`` with a hook on every module: the table's rows and what the pass made and kept.
 
-
-def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
-    """Number of parameters (shared tensors counted once)."""
-    seen: dict[int, int] = {}
-    for p in model.parameters():
-        if not trainable_only or p.requires_grad:
-            seen[id(p)] = p.numel()
-    return sum(seen.values())
-
-
-def count_macs(model: nn.Module, input_size: Sequence[int], *, device: str | torch.device | None = None) -> int:
-    """Multiply-adds of one forward pass on a single image of ``input_size`` (C, H, W), in eval mode."""
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    counter = FlopCounterMode(display=False, depth=0)
-    with _inference_state(model, device), torch.no_grad(), counter:
-        model(torch.zeros((1, *input_size), device=device))
-    return int(counter.get_total_flops() // 2)
-
-
-_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-
-
-class _inference_state:
-    """Eval mode for the pass, restored afterwards; on the meta device, normalisation layers take a fast path.
-
-    PyTorch computes normalisation on the meta device through slow Python decompositions. A norm layer keeps its
-    input's shape, costs no multiply-adds by our convention, and autograd keeps its input: one fused affine
-    ``shift + x * scale`` makes one tensor of the same shape and keeps the same input, at a fraction of the cost.
+    A module's row opens when its forward starts and closes when it returns; the receptive fields, activation
+    bytes and multiply-adds are tracked by modes that see every operation, inside modules or between them.
     """
 
-    def __init__(self, model: nn.Module, device: str | torch.device) -> None:
+    def __init__(self, model: nn.Module, input_size: tuple[int, ...], depth: int, device: str | torch.device) -> None:
         self.model = model
-        self.meta = torch.device(device).type == "meta"
+        self.depth = depth
+        self.device = device
+        # Qualified name and nesting level (0 for a top-level child) of every module but the root.
+        self.modules = {m: (n, n.count(".")) for n, m in model.named_modules() if n}
+        self.params = list(model.parameters())
+        self.param_ids = {id(p) for p in self.params}
+        self.rows: list[LayerRow] = []
+        self.first_calls: dict[str, tuple[LayerRow, nn.Module]] = {}
+        self.open_rows: dict[str, list[LayerRow]] = {}
+        self.stack: list[tuple[str, nn.Module, tuple[int, ...] | None]] = []
+        self.saved: dict[int, int] = {}
+        self.x = torch.zeros((1, *input_size), device=device)
+        self.fields = FieldTracker(self.x)
+        self.macs = MacCounter()
 
-    def __enter__(self) -> None:
-        self.was_training = self.model.training
-        self.model.eval()
-        if self.meta:
-            for m in self.model.modules():
-                if isinstance(m, _NORMS):
-                    m.forward = _affine_stand_in(m)  # instance attribute, deleted on exit
+    def enter(self, module: nn.Module, inputs: tuple) -> None:
+        """Forward pre-hook: push the module on the call stack and open its row."""
+        qualname, level = self.modules[module]
+        first_in = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
+        self.stack.append((qualname, module, tuple(first_in.shape) if first_in is not None else None))
+        if level >= self.depth:
+            return
+        row = LayerRow(qualname, type(module).__name__, level + 1, None, 0, 0, 0)
+        row.kernel, row.stride, row.padding = _window(module)
+        self.rows.append(row)
+        self.first_calls.setdefault(qualname, (row, module))
+        self.open_rows.setdefault(qualname, []).append(row)
+        self.macs.open.add(qualname)
 
-    def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)
-        if self.meta:
-            for m in self.model.modules():
-                if isinstance(m, _NORMS) and "forward" in m.__dict__:
-                    del m.forward
+    def exit(self, module: nn.Module, _inputs: tuple, output: object) -> None:
+        """Forward hook: pop the module and fill its row from the output."""
+        qualname, level = self.modules[module]
+        self.stack.pop()
+        if level >= self.depth:
+            return
+        self.macs.open.discard(qualname)
+        row = self.open_rows[qualname].pop()
+        out = _first_tensor(output)
+        if out is not None:
+            row.output_shape = tuple(out.shape)
+            row.activation_bytes = out.numel() * out.element_size()
+            row.rf = self.fields.field(out)
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        """Saved-tensor hook: note the storage of what autograd keeps for the backward pass, parameters aside."""
+        base = t._base if t._base is not None else t
+        if id(base) not in self.param_ids and id(t) not in self.param_ids:
+            self.saved[id(base)] = base.numel() * base.element_size()
+        return t
+
+    def run(self) -> object:
+        """The forward pass with the hooks and modes in place; returns the model's output."""
+        handles = [m.register_forward_pre_hook(self.enter) for m in self.modules]
+        handles += [m.register_forward_hook(self.exit) for m in self.modules]
+        grad = any(p.requires_grad for p in self.params)
+        try:
+            with (
+                InferenceState(self.model, self.device),
+                torch.set_grad_enabled(grad),
+                torch.autograd.graph.saved_tensors_hooks(self.pack, _unpack),
+                self.macs,
+                self.fields,
+            ):
+                return self.model(self.x)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def failure(self, name: str, input_size: tuple[int, ...], error: Exception) -> ValueError:
+        """The error to raise when the pass fails inside a module: where, and on what input."""
+        where, module, shape = self.stack[-1]
+        return ValueError(
+            f"{name}: the forward pass at input {'x'.join(map(str, input_size))} failed in {where} "
+            f"({type(module).__name__}), which got an input of shape {shape}: {error}"
+        )
+
+    def table(self, name: str, input_size: tuple[int, ...], result: object) -> Summary:
+        """The table: each module's parameters and multiply-adds go on the row of its first call."""
+        for row, module in self.first_calls.values():
+            row.params, row.trainable_params = _param_counts(module)
+            row.macs = self.macs.module_macs(row.name)
+        out = _first_tensor(result)
+        return Summary(
+            model_name=name,
+            input_size=input_size,
+            rows=self.rows,
+            total_params=sum(p.numel() for p in self.params),
+            trainable_params=sum(p.numel() for p in self.params if p.requires_grad),
+            total_macs=self.macs.macs,
+            activation_bytes=self.fields.activation_bytes,
+            training_bytes=sum(self.saved.values()),
+            param_bytes=sum(t.numel() * t.element_size() for t in [*self.params, *self.model.buffers()]),
+            output_shape=tuple(out.shape) if out is not None else None,
+            output_rf=self.fields.field(out) if out is not None else None,
+        )
 
 
-def _affine_stand_in(norm: nn.Module):
-    weight = getattr(norm, "weight", None)
-    bias = getattr(norm, "bias", None)
-    channelwise = not isinstance(norm, nn.LayerNorm)
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2) if channelwise else (-1,)
-        if weight is not None:
-            scale = weight.view(shape)
-        else:  # made from nothing the pass tracks, so it carries no receptive field of its own
-            scale = torch.ones((), device=x.device, dtype=x.dtype, requires_grad=torch.is_grad_enabled())
-        return torch.addcmul(bias.view(shape), x, scale) if bias is not None else x * scale
 
-    return forward
+def _param_counts(module: nn.Module) -> tuple[int, int]:
+    """``count_params`` of ``module``, all and trainable, in one walk."""
+    total = trainable = 0
+    for p in module.parameters(recurse=next(module.children(), None) is not None):
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return total, trainable
 
 
 def summary(
@@ -294,11 +347,7 @@ def summary(
     Raises:
         ValueError: If the forward pass fails; the message names the layer and the input shape it got.
     """
-    from convzoo.registry import get_model_card
-
     if isinstance(model, str):
-        from convzoo.factory import create_model
-
         with torch.device("meta"):
             model = create_model(model)
         device = "meta"
@@ -311,96 +360,14 @@ def summary(
         raise ValueError(f"input_size must be (C, H, W) with positive sizes; got {input_size}")
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-
-    rows: list[LayerRow] = []
-    seen: set[str] = set()
-    names = {m: n for n, m in model.named_modules() if n}
-    open_rows: dict[str, list[LayerRow]] = {}
-    stack: list[tuple[str, nn.Module, tuple[int, ...] | None]] = []
-    x = torch.zeros((1, *input_size), device=device)
-    tracker = FieldTracker(x)
-
-    def pre_hook(module: nn.Module, inputs: tuple) -> None:
-        qualname = names[module]
-        first_in = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
-        stack.append((qualname, module, tuple(first_in.shape) if first_in is not None else None))
-        if qualname.count(".") >= depth:
-            return
-        first = qualname not in seen
-        seen.add(qualname)
-        params = count_params(module) if first else 0
-        trainable = count_params(module, trainable_only=True) if first else 0
-        row = LayerRow(qualname, type(module).__name__, qualname.count(".") + 1, None, params, trainable, 0)
-        row.kernel, row.stride, row.padding = _window(module)
-        rows.append(row)
-        open_rows.setdefault(qualname, []).append(row)
-
-    def hook(module: nn.Module, _inputs: tuple, output: object) -> None:
-        qualname = names[module]
-        stack.pop()
-        if qualname.count(".") >= depth:
-            return
-        row = open_rows[qualname].pop()
-        out = _first_tensor(output)
-        if out is not None:
-            row.output_shape = tuple(out.shape)
-            row.activation_bytes = out.numel() * out.element_size()
-            row.rf = tracker.field(out)
-
-    handles = [m.register_forward_pre_hook(pre_hook) for m in names] + [m.register_forward_hook(hook) for m in names]
-    counter = FlopCounterMode(display=False, depth=None)
-    param_ids = {id(p) for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        base = t._base if t._base is not None else t
-        if id(base) not in param_ids and id(t) not in param_ids:
-            saved[id(base)] = base.numel() * base.element_size()
-        return t
-
-    grad = any(p.requires_grad for p in model.parameters())
+    trace = _Trace(model, input_size, depth, device)
     try:
-        with (
-            _inference_state(model, device),
-            torch.set_grad_enabled(grad),
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
-            counter,
-            tracker,
-        ):
-            result = model(x)
+        result = trace.run()
     except Exception as e:
-        if not stack:
+        if not trace.stack:
             raise
-        where, module, shape = stack[-1]
-        raise ValueError(
-            f"{name}: the forward pass at input {'x'.join(map(str, input_size))} failed in {where} "
-            f"({type(module).__name__}), which got an input of shape {shape}: {e}"
-        ) from e
-    finally:
-        for h in handles:
-            h.remove()
-
-    flops = counter.get_flop_counts()
-    root = type(model).__name__
-    counted: set[str] = set()
-    for row in rows:
-        if row.name not in counted:
-            row.macs = int(sum(flops.get(f"{root}.{row.name}", {}).values()) // 2)
-            counted.add(row.name)
-    out = _first_tensor(result)
-    return Summary(
-        model_name=name,
-        input_size=input_size,
-        rows=rows,
-        total_params=count_params(model),
-        trainable_params=count_params(model, trainable_only=True),
-        total_macs=int(counter.get_total_flops() // 2),
-        activation_bytes=tracker.activation_bytes,
-        training_bytes=sum(saved.values()),
-        param_bytes=sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]),
-        output_shape=tuple(out.shape) if out is not None else None,
-        output_rf=tracker.field(out) if out is not None else None,
-    )
+        raise trace.failure(name, input_size, e) from e
+    return trace.table(name, input_size, result)
 
 
 def _window(module: nn.Module) -> tuple[str, str, str]:
