@@ -39,7 +39,26 @@ def calibrate_norms(model: nn.Module, x: torch.Tensor) -> None:
         m.momentum = momentum
 
 
-@pytest.fixture(scope="module", params=ALL_MODELS)
+# Deeper or wider members of a family whose every layer type a cheaper member already exercises: the slow run checks
+# them, the default run their smaller siblings (vgg11 and vgg11_bn, nasnet_a_mobile, resnext50_32x4d, ...).
+SLOW_MODELS = {
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+    "nasnet_a_large",
+    "wide_resnet101_2",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(name, marks=pytest.mark.slow) if name in SLOW_MODELS else name for name in ALL_MODELS],
+)
 def model(request):
     torch.manual_seed(0)
     net = convzoo.create_model(request.param, num_classes=7)

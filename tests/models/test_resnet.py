@@ -152,17 +152,19 @@ def test_se_block_and_count():
     assert n_params("se_resnet50") - n_params("resnet50") == extra
 
 
+# The deeper networks repeat the blocks of their shallower twins: the default run checks one of each kind (basic,
+# bottleneck, grouped, wide), the slow run all of them.
 TORCHVISION = [
     "resnet18",
     "resnet34",
     "resnet50",
-    "resnet101",
-    "resnet152",
+    pytest.param("resnet101", marks=pytest.mark.slow),
+    pytest.param("resnet152", marks=pytest.mark.slow),
     "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
+    pytest.param("resnext101_32x8d", marks=pytest.mark.slow),
+    pytest.param("resnext101_64x4d", marks=pytest.mark.slow),
     "wide_resnet50_2",
-    "wide_resnet101_2",
+    pytest.param("wide_resnet101_2", marks=pytest.mark.slow),
 ]
 
 

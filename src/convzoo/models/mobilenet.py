@@ -147,11 +147,7 @@ class _MobileNet(ConvNet):
 class MobileNetV1(_MobileNet):
     """MobileNet v1: a full 3x3/2 convolution, 13 depthwise separable blocks, global average pooling, one FC layer.
 
-    Args:
-        cfg: The architecture.
-        num_classes: Classifier outputs; 0 leaves the classifier out.
-        in_chans: Input image channels.
-        model_name: Name used in error messages.
+    The constructor takes `ConvNet`'s arguments.
     """
 
     head_names = HeadNames(drop="drop")
@@ -190,13 +186,7 @@ class MobileNetV1(_MobileNet):
 
 class MobileNetV2(_MobileNet):
     """MobileNet v2: a 3x3/2 convolution, 17 inverted residual blocks, a 1x1 convolution to 1280 channels, global
-    average pooling, dropout and one FC layer.
-
-    Args:
-        cfg: The architecture.
-        num_classes: Classifier outputs; 0 leaves the classifier out.
-        in_chans: Input image channels.
-        model_name: Name used in error messages.
+    average pooling, dropout and one FC layer. The constructor takes `ConvNet`'s arguments.
     """
 
     def __init__(

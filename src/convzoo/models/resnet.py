@@ -184,14 +184,7 @@ def make_stage(cfg: ResNetConfig, in_chs: int, planes: int, num_blocks: int, str
 
 
 class ResNet(ConvNet):
-    """A residual (or plain) network built from a `ResNetConfig`.
-
-    Args:
-        cfg: The architecture.
-        num_classes: Classifier outputs; 0 leaves the classifier out.
-        in_chans: Input image channels.
-        model_name: Name used in error messages.
-    """
+    """A residual (or plain) network built from a `ResNetConfig`; the constructor takes `ConvNet`'s arguments."""
 
     head_names = HeadNames(pool="avgpool", drop="drop", fc="fc")
 
