@@ -1,6 +1,7 @@
 """Names, cards, keywords: the registry's promises."""
 
 import pytest
+import torch
 import torch.nn as nn
 
 import convzoo
@@ -85,3 +86,13 @@ def test_card_contents():
     assert card.top1_accuracy() == pytest.approx(93.57)
     assert convzoo.get_model_card("resnet50").top1_accuracy() == pytest.approx(77.15)
     assert "Table 4" in str(convzoo.get_model_card("resnext101_64x4d").reported[0])
+
+
+@pytest.mark.parametrize("name", convzoo.list_models())
+def test_reset_classifier_rejects_a_bad_class_count(name):
+    with torch.device("meta"):  # the check, not the weights, is under test
+        model = convzoo.create_model(name)
+    for bad in (-2, 2.5, "10", True):
+        with pytest.raises(ValueError, match=rf"^{name}: num_classes must be a non-negative int; got {bad!r}$"):
+            model.reset_classifier(bad)
+    assert model.num_classes == convzoo.get_model_card(name).num_classes

@@ -2,13 +2,25 @@
 
 import collections
 import hashlib
+import http.server
 import os
+import socket
+import threading
+import warnings
 
 import pytest
 import torch
 
 import convzoo
-from convzoo.weights import WeightsError, read_state_dict, register_weights
+import convzoo.weights
+from convzoo.weights import (
+    WeightsDownloadError,
+    WeightsError,
+    cached_path,
+    read_state_dict,
+    register_weights,
+    resolve_weights,
+)
 
 
 @pytest.fixture
@@ -153,9 +165,172 @@ def test_registered_weights_names_and_hashes(tmp_path, net):
         convzoo.create_model("resnet20", weights="resnet20.tampered")
 
 
-def test_file_url(tmp_path, monkeypatch, net):
+@pytest.fixture
+def http_server(tmp_path):
+    """Serves ``tmp_path/site`` on a loopback port; yields (site folder, base URL, list of requested paths)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    requested = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=os.fspath(site), **kwargs)
+
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield site, f"http://127.0.0.1:{server.server_address[1]}", requested
+    server.shutdown()
+    server.server_close()
+
+
+def two_nets_with_one_file_name(folder_a, folder_b):
+    """Two different resnet20s saved under the same file name in two folders."""
+    torch.manual_seed(1)
+    a = convzoo.create_model("resnet20").eval()
+    torch.manual_seed(2)
+    b = convzoo.create_model("resnet20").eval()
+    folder_a.mkdir(parents=True, exist_ok=True)
+    folder_b.mkdir(parents=True, exist_ok=True)
+    return (
+        a,
+        convzoo.save_weights(a, folder_a / "w.safetensors"),
+        b,
+        convzoo.save_weights(b, folder_b / "w.safetensors"),
+    )
+
+
+def test_file_url_is_read_in_place(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVZOO_HOME", os.fspath(tmp_path / "home"))
+    a, path_a, b, path_b = two_nets_with_one_file_name(tmp_path / "a", tmp_path / "b")
+    assert same_outputs(a, convzoo.create_model("resnet20", weights=path_a.as_uri()))
+    assert same_outputs(b, convzoo.create_model("resnet20", weights=path_b.as_uri()))
+    assert resolve_weights(path_b.as_uri()) == path_b
+    assert not (tmp_path / "home").exists()  # nothing copied
+    with pytest.raises(FileNotFoundError, match=r"weights URL file:///nonexistent/w.pth names /nonexistent/w.pth"):
+        resolve_weights("file:///nonexistent/w.pth")
+
+
+def test_download_cache_is_keyed_on_the_whole_url(tmp_path, monkeypatch, http_server):
+    monkeypatch.setenv("CONVZOO_HOME", os.fspath(tmp_path / "home"))
+    site, base, requested = http_server
+    a, _, b, _ = two_nets_with_one_file_name(site / "a", site / "b")
+    assert same_outputs(a, convzoo.create_model("resnet20", weights=f"{base}/a/w.safetensors"))
+    assert same_outputs(b, convzoo.create_model("resnet20", weights=f"{base}/b/w.safetensors"))
+    assert same_outputs(a, convzoo.create_model("resnet20", weights=f"{base}/a/w.safetensors"))
+    assert requested == ["/a/w.safetensors", "/b/w.safetensors"]  # the second load of a came from the cache
+    cached_a, cached_b = cached_path(f"{base}/a/w.safetensors"), cached_path(f"{base}/b/w.safetensors")
+    assert cached_a.name == cached_b.name == "w.safetensors" and cached_a != cached_b
+    assert cached_a.is_file() and cached_b.is_file()
+
+
+def test_url_sha256_is_checked(tmp_path, monkeypatch, http_server, net):
+    monkeypatch.setenv("CONVZOO_HOME", os.fspath(tmp_path / "home"))
+    site, base, _ = http_server
+    path = convzoo.save_weights(net, site / "r20.safetensors")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert same_outputs(net, convzoo.create_model("resnet20", weights=f"{base}/r20.safetensors#sha256={digest}"))
+    assert same_outputs(net, convzoo.create_model("resnet20", weights=f"{path.as_uri()}#sha256={digest[:10]}"))
+    with pytest.raises(WeightsError, match=r"SHA-256 mismatch: the file has [0-9a-f]{64}, but the URL's '#sha256="):
+        convzoo.create_model("resnet20", weights=f"{path.as_uri()}#sha256={'0' * 64}")
+    # torchvision's convention: the file name carries the first hex digits of the SHA-256.
+    named = site / f"r20-{digest[:8]}.safetensors"
+    named.write_bytes(path.read_bytes())
+    assert same_outputs(net, convzoo.create_model("resnet20", weights=f"{base}/{named.name}"))
+    wrong = site / "r20-0badc0de.safetensors"
+    wrong.write_bytes(path.read_bytes())
+    url = f"{base}/{wrong.name}"
+    with pytest.raises(WeightsError, match=r"expects 0badc0de; refusing to load it .*downloaded copy was deleted"):
+        convzoo.create_model("resnet20", weights=url)
+    assert not cached_path(url).exists()
+    with pytest.raises(WeightsError, match="the only fragment understood is '#sha256=<hex digits>'"):
+        resolve_weights(f"{path.as_uri()}#md5=abc")
+
+
+def test_registered_url_hash_is_checked(tmp_path, net):
     path = convzoo.save_weights(net, tmp_path / "r20.safetensors")
-    model = convzoo.create_model("resnet20", weights=path.as_uri())
-    assert same_outputs(net, model)
-    assert (tmp_path / "home" / "weights" / "r20.safetensors").is_file()
+    register_weights("resnet20.url_tampered", model="resnet20", source=path.as_uri(), sha256="f" * 64)
+    with pytest.raises(WeightsError, match=r"registered weights 'resnet20.url_tampered' expects f{64}"):
+        convzoo.create_model("resnet20", weights="resnet20.url_tampered")
+
+
+def test_failed_download_says_what_to_do(tmp_path, monkeypatch, http_server):
+    monkeypatch.setenv("CONVZOO_HOME", os.fspath(tmp_path / "home"))
+    _, base, _ = http_server
+    url = f"{base}/missing.pth"
+    with pytest.raises(WeightsDownloadError) as info:
+        convzoo.create_model("resnet20", weights=url)
+    message = str(info.value)
+    assert f"could not download weights from {url}: HTTP 404" in message
+    assert f"put it at {cached_path(url)}" in message and "pass its local path as weights=" in message
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/w.pth"
+    with pytest.raises(WeightsDownloadError, match=rf"could not download weights from {closed}: .*refused"):
+        resolve_weights(closed)
+
+
+def test_a_file_that_is_no_checkpoint_says_what_it_holds(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    with pytest.raises(
+        WeightsError,
+        match=r"notes.txt is neither a safetensors file nor a PyTorch checkpoint: it holds text, starting 'hello\\n'",
+    ):
+        convzoo.create_model("resnet20", weights=text)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(WeightsError, match="neither a safetensors file nor a PyTorch checkpoint: the file is empty"):
+        read_state_dict(empty)
+    binary = tmp_path / "noise.bin"
+    binary.write_bytes(bytes(range(250, 256)) + bytes(10))
+    with pytest.raises(WeightsError, match="PyTorch checkpoint: it starts with the bytes fa fb fc fd fe ff 00"):
+        read_state_dict(binary)
+
+
+def test_safetensors_content_is_read_whatever_the_suffix(tmp_path, net):
+    path = convzoo.save_weights(net, tmp_path / "r20.safetensors")
+    renamed = tmp_path / "r20.bin"
+    renamed.write_bytes(path.read_bytes())
+    assert same_outputs(net, convzoo.create_model("resnet20", weights=renamed))
+
+
+def test_another_architecture_is_an_error_without_a_classifier_warning(tmp_path):
+    wide = convzoo.create_model("resnet20", widen_factor=2)
+    path = tmp_path / "wide.pth"
+    torch.save(wide.state_dict(), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(WeightsError) as info:
+            convzoo.create_model("resnet20", weights=path)
+    message = str(info.value)
+    assert "do not fit resnet20" in message and "another architecture or configuration than resnet20" in message
+    assert "layer1.0.conv1.weight: checkpoint (32, 16, 3, 3) vs model (16, 16, 3, 3)" in message
+    own = convzoo.create_model("resnet20").state_dict()
+    differing = [k for k, v in wide.state_dict().items() if v.shape != own[k].shape]
+    assert "fc.weight" in differing and f"wrong shape ({len(differing)})" in message  # the classifier is counted too
+
+
+def test_pretrained_means_the_default_registered_weights(tmp_path, monkeypatch, net):
+    monkeypatch.setattr(convzoo.weights, "_WEIGHTS", {})
+    assert convzoo.list_models(pretrained=True) == []
+    with pytest.raises(WeightsError, match=r"resnet20: no weights are registered for it[\s\S]*weights='path/to/file"):
+        convzoo.create_model("resnet20", pretrained=True)
+    torch.manual_seed(0)
+    assert same_outputs(convzoo.create_model("resnet20", pretrained=False), net)
+    first = convzoo.save_weights(net, tmp_path / "first.safetensors")
+    register_weights("resnet20.first", model="resnet20", source=first)
+    register_weights("resnet20.second", model="resnet20", source=tmp_path / "missing.safetensors")
+    assert same_outputs(net, convzoo.create_model("resnet20", pretrained=True))
+    assert convzoo.list_models(pretrained=True) == ["resnet20"]
+    assert convzoo.list_models("resnet3*", pretrained=True) == []
+    assert "resnet32" in convzoo.list_models("resnet3*", pretrained=False)
+    with pytest.raises(TypeError, match="give pretrained=True or weights='resnet20.second', not both"):
+        convzoo.create_model("resnet20", pretrained=True, weights="resnet20.second")

@@ -13,10 +13,18 @@ def convzoo_home() -> Path:
     return Path(os.environ.get("CONVZOO_HOME", Path.home() / ".cache" / "convzoo"))
 
 
+def _umask() -> int:
+    # The umask can only be read by setting it; it is put back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
     """Call ``write(temporary_path)`` beside ``path``, then rename the result onto ``path``.
 
     The parent folder is created; the temporary file is removed if ``write`` fails, and ``path`` is untouched.
+    The file gets the permissions ``open`` would give a new file (0666 less the umask), not ``mkstemp``'s 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,6 +32,7 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[str], None])
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from convzoo.models.base import FeatureExtractor
 from convzoo.registry import get_builder, get_model_card
-from convzoo.weights import WeightsError, load_weights
+from convzoo.weights import WeightsError, list_weights, load_weights
 
 
 def create_model(
@@ -19,6 +19,7 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     weights: str | os.PathLike[str] | None = None,
+    pretrained: bool = False,
     features_only: bool = False,
     out_indices: int | Sequence[int] | None = None,
     **arch_overrides: Any,
@@ -32,6 +33,8 @@ def create_model(
         in_chans: Input image channels; None means the model card's (3 for colour images, 1 for LeNet-5's digits).
         weights: A weights file (safetensors or PyTorch checkpoint), an http(s)/file URL, or a registered weights
             name. A checkpoint whose classifier has another number of classes loads everything but the classifier.
+        pretrained: Load the model's default registered weights (the first of ``list_weights(name)``), as
+            ``weights=`` that entry's name would; False loads nothing.
         features_only: Return a `FeatureExtractor` that outputs the feature maps at ``out_indices``.
         out_indices: Which ``feature_info`` tap points a feature extractor returns (default: all).
         **arch_overrides: Architecture settings of the model's family, e.g. ``zero_init_residual=True``,
@@ -41,18 +44,22 @@ def create_model(
         KeyError: Unknown model name (the message lists the closest names).
         TypeError: Unknown keyword.
         ValueError: An impossible configuration.
+        WeightsError: Weights that cannot be read or do not fit, or ``pretrained=True`` for a model without
+            registered weights.
     """
     card = get_model_card(name)
     if num_classes is None:
         num_classes = card.num_classes
     if in_chans is None:
         in_chans = card.input_size[0]
-    if not isinstance(num_classes, int) or num_classes < 0:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"{name}: num_classes must be a non-negative int; got {num_classes!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"{name}: in_chans must be a positive int; got {in_chans!r}")
     if out_indices is not None and not features_only:
         raise TypeError(f"{name}: out_indices only applies with features_only=True")
+    if pretrained:
+        weights = _default_weights(name, weights, pretrained)
     model = get_builder(name)(num_classes=num_classes, in_chans=in_chans, **arch_overrides)
     model.model_name = name
     model.card = card
@@ -67,4 +74,21 @@ def _load_pretrained(model: nn.Module, weights: str | os.PathLike[str], name: st
     try:
         load_weights(model, weights, skip_classifier="auto")
     except WeightsError as e:
-        raise WeightsError(f"{e}\n  (loading {os.fspath(weights)!r} into {name})") from None
+        raise type(e)(f"{e}\n  (loading {os.fspath(weights)!r} into {name})") from None
+
+
+def _default_weights(name: str, weights: str | os.PathLike[str] | None, pretrained: object) -> str:
+    """The registered weights name that ``pretrained=True`` stands for."""
+    if pretrained is not True:
+        raise TypeError(f"{name}: pretrained must be True or False; got {pretrained!r}")
+    if weights is not None:
+        raise TypeError(f"{name}: give pretrained=True or weights={os.fspath(weights)!r}, not both")
+    entries = list_weights(name)
+    if not entries:
+        raise WeightsError(
+            f"{name}: no weights are registered for it, so pretrained=True has nothing to load. Load a file "
+            f"instead: create_model({name!r}, weights='path/to/file.safetensors'), or weights= the path of a PyTorch "
+            f"checkpoint (torchvision's load as they are for the families that share its module names). "
+            f"convzoo.register_weights(name, model={name!r}, source=...) makes a file the one pretrained=True loads"
+        )
+    return entries[0].name

@@ -19,6 +19,7 @@ from typing import Any
 import torch.nn as nn
 
 from convzoo.data.stats import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from convzoo.weights import list_weights
 
 
 @dataclass(frozen=True)
@@ -144,20 +145,33 @@ def register_model(card: ModelCard, builder: Callable[..., nn.Module]) -> None:
     _REGISTRY[card.name] = _Entry(card, builder)
 
 
-def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
+def list_models(
+    pattern: str | Sequence[str] = "*", *, family: str | None = None, pretrained: bool = False
+) -> list[str]:
     """Registered model names matching a shell-style pattern, sorted.
 
     Args:
         pattern: fnmatch pattern such as ``"resnet*"``; a list of patterns is also accepted.
         family: Only models of this family (``"resnet"``, ...).
+        pretrained: Only models with registered weights (see ``convzoo.list_weights``), which
+            ``create_model(name, pretrained=True)`` can load.
     """
-    patterns: Sequence[str] = [pattern] if isinstance(pattern, str) else list(pattern)
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern) if _iterable(pattern) else [pattern]
+    if not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"list_models: pattern must be a shell-style pattern or a list of them; got {pattern!r}")
+    with_weights = {w.model for w in list_weights()} if pretrained else None
     names = [
         n
         for n, e in _REGISTRY.items()
-        if any(fnmatch.fnmatchcase(n, p) for p in patterns) and (family is None or e.card.family == family)
+        if any(fnmatch.fnmatchcase(n, p) for p in patterns)
+        and (family is None or e.card.family == family)
+        and (with_weights is None or n in with_weights)
     ]
     return sorted(names, key=_natural_key)
+
+
+def _iterable(value: object) -> bool:
+    return isinstance(value, Iterable) and not isinstance(value, bytes)
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -187,17 +201,22 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
     return _lookup(name).builder
 
 
+# Keywords create_model takes itself, before the family's architecture settings.
+_FACTORY_KEYS = ("num_classes", "in_chans", "weights", "pretrained", "features_only", "out_indices")
+
+
 def check_overrides(model_name: str, overrides: dict[str, Any], accepted: Sequence[str]) -> None:
     """Raise a TypeError naming the model and the accepted keys if ``overrides`` holds an unknown keyword."""
     unknown = sorted(set(overrides) - set(accepted))
     if unknown:
         hints = []
         for key in unknown:
-            close = difflib.get_close_matches(key, accepted, n=1)
+            close = difflib.get_close_matches(key, [*accepted, *_FACTORY_KEYS], n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise TypeError(
             f"{model_name} got unexpected keyword argument(s) {', '.join(hints)}; "
-            f"accepted keys: num_classes, in_chans, weights, features_only, out_indices, {', '.join(sorted(accepted))}"
+            f"accepted keys: num_classes, in_chans, weights, pretrained, features_only, out_indices, "
+            f"{', '.join(sorted(accepted))}"
         )
 
 

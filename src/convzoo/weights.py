@@ -9,6 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +31,10 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 class WeightsError(ValueError):
     """A weights file could not be read, or does not fit the model."""
+
+
+class WeightsDownloadError(WeightsError, OSError):
+    """Weights could not be downloaded."""
 
 
 @dataclass(frozen=True)
@@ -89,30 +97,113 @@ def _sha256(path: Path) -> str:
 
 
 def resolve_weights(weights: str | os.PathLike[str], model_name: str | None = None) -> Path:
-    """Turn ``weights=`` (a path, a URL or a registered name) into a local file, checking its hash if known."""
+    """Turn ``weights=`` (a path, a URL or a registered name) into a local file, checking its SHA-256 where known.
+
+    A ``file://`` URL is read where it lies; an ``http(s)://`` one is downloaded once into `cache_dir`, in a folder
+    named after a hash of the whole URL, so two URLs ending in the same file name never share a cached file. The
+    expected SHA-256 comes from a registered entry, a ``#sha256=<hex>`` fragment of the URL, or the hash prefix that
+    torchvision puts in its file names (``resnet50-0676ba61.pth``: the first hex digits of the file's SHA-256).
+
+    Raises:
+        FileNotFoundError: If there is no such file or registered name.
+        WeightsDownloadError: If a download fails.
+        WeightsError: If the file's SHA-256 is not the expected one.
+    """
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(
+            f"weights must be a file path, a URL or a registered weights name (or, for load_weights, a state_dict); "
+            f"got {type(weights).__name__}"
+        )
     text = os.fspath(weights)
     entry = _WEIGHTS.get(text)
     if entry is not None:
         if model_name is not None and entry.model != model_name:
             raise WeightsError(f"weights {text!r} are registered for {entry.model}, not for {model_name}")
         text = entry.source
-    if text.startswith(("http://", "https://", "file://")):
-        target = cache_dir() / Path(text.split("?")[0]).name
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(text, os.fspath(target), progress=True)
-        path = target
-    else:
-        path = Path(text).expanduser()
+    if text.startswith(_URL_SCHEMES):
+        url, fragment = urllib.parse.urldefrag(text)
+        expected = _expected_sha256(url, fragment, entry)
+        path = _fetch(url)
+        if expected is not None:
+            _check_sha256(path, url, *expected, downloaded=not url.startswith("file:"))
+        return path
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise WeightsError(f"weights {text!r}: only http://, https:// and file:// URLs are supported")
+    path = Path(text).expanduser()
     if not path.is_file():
         known = [w.name for w in list_weights(model_name)]
         hint = f"; weights registered for {model_name}: {', '.join(known)}" if known else ""
         raise FileNotFoundError(f"weights {text!r} is neither an existing file nor a registered weights name{hint}")
     if entry is not None and entry.sha256 is not None:
-        actual = _sha256(path)
-        if actual != entry.sha256:
-            raise WeightsError(f"{path} has SHA-256 {actual}, but {entry.name!r} expects {entry.sha256}")
+        _check_sha256(path, text, entry.sha256.lower(), f"registered weights {entry.name!r}", downloaded=False)
     return path
+
+
+_URL_SCHEMES = ("http://", "https://", "file://")
+# torchvision's file names end in "-<first 8 or more hex digits of the file's SHA-256>" before the suffix.
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9.]+$")
+
+
+def _expected_sha256(url: str, fragment: str, entry: WeightsEntry | None) -> tuple[str, str] | None:
+    """The expected SHA-256 (or its first digits) of a URL's file, and where that expectation comes from."""
+    if entry is not None and entry.sha256 is not None:
+        return entry.sha256.lower(), f"registered weights {entry.name!r}"
+    if fragment:
+        key, _, value = fragment.partition("=")
+        if key != "sha256" or not re.fullmatch(r"[0-9a-fA-F]{8,64}", value):
+            raise WeightsError(f"{url}#{fragment}: the only fragment understood is '#sha256=<hex digits>'")
+        return value.lower(), "the URL's '#sha256=' fragment"
+    match = _HASH_IN_NAME.search(_url_file_name(url))
+    return (match.group(1), "the hash prefix in the file name") if match else None
+
+
+def _check_sha256(path: Path, origin: str, expected: str, source: str, *, downloaded: bool) -> None:
+    actual = _sha256(path)
+    if actual.startswith(expected):
+        return
+    what = "a shorter or damaged download, or another file than the one meant" if downloaded else "another file"
+    if downloaded:
+        path.unlink(missing_ok=True)
+        what += "; the downloaded copy was deleted, so the next call downloads it again"
+    raise WeightsError(
+        f"{origin}: SHA-256 mismatch: the file has {actual}, but {source} expects {expected}; refusing to load it "
+        f"({what})"
+    )
+
+
+def _url_file_name(url: str) -> str:
+    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    return name or "weights"
+
+
+def cached_path(url: str) -> Path:
+    """Where the file of an http(s) URL is kept: ``cache_dir()/<hash of the URL>/<file name>``."""
+    url = urllib.parse.urldefrag(url)[0]
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return cache_dir() / key / _url_file_name(url)
+
+
+def _fetch(url: str) -> Path:
+    if url.startswith("file:"):
+        path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+        if not path.is_file():
+            raise FileNotFoundError(f"weights URL {url} names {path}, which is not an existing file")
+        return path
+    target = cached_path(url)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, os.fspath(target), progress=True)
+    except (urllib.error.URLError, OSError) as e:
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        status = f"HTTP {e.code} " if isinstance(e, urllib.error.HTTPError) else ""
+        raise WeightsDownloadError(
+            f"could not download weights from {url}: {status}{reason}. Check the URL and the network; or fetch the "
+            f"file another way (a browser, `curl -L -o {target} {url}`) and either put it at {target}, where it is "
+            f"looked for first, or pass its local path as weights="
+        ) from e
+    return target
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -128,7 +219,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
+    with path.open("rb") as f:
+        head = f.read(64)
+    if _is_safetensors(head):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -136,7 +229,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             obj: object = load_file(os.fspath(path))
         except (SafetensorError, OSError) as e:
             raise WeightsError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
-    else:
+    elif is_torch_save_file(head):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
@@ -146,7 +239,38 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             ) from e
         except Exception as e:  # a damaged file can fail anywhere inside the unpickler
             raise WeightsError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e
+    else:
+        raise WeightsError(
+            f"{path} is neither a safetensors file nor a PyTorch checkpoint: {describe_file_start(head)}"
+        )
     return _unwrap(obj, path)
+
+
+# A PyTorch checkpoint is a zip archive (torch.save's format since 1.6) or, older, a pickle (protocol 2 or later).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+
+
+def is_torch_save_file(head: bytes) -> bool:
+    """Whether a file starting with ``head`` can be a ``torch.save`` file: a zip archive or a pickle."""
+    return head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)
+
+
+def _is_safetensors(head: bytes) -> bool:
+    # 8 bytes of little-endian header length, then the JSON header.
+    return len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 32
+
+
+def describe_file_start(head: bytes) -> str:
+    """What the first bytes of a file look like, for an error message."""
+    if not head:
+        return "the file is empty"
+    text = head.decode("utf-8", errors="replace")
+    if "\ufffd" not in text[:-4] and all(c.isprintable() or c.isspace() for c in text[:-4]):
+        return f"it holds text, starting {text[:40]!r}"
+    if head.startswith(b"\x89HDF"):
+        return "it is an HDF5 file (Keras weights?)"
+    return f"it starts with the bytes {head[:16].hex(' ')}"
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -206,29 +330,30 @@ def load_weights(
     if remap is not None:
         state = remap(state)
     own = model.state_dict()
+    name = getattr(model, "model_name", type(model).__name__)
     head = classifier_prefix(model) if skip_classifier else None
-    if head is not None and skip_classifier == "auto":
-        differs = any(k.startswith(head + ".") and (k not in own or own[k].shape != v.shape) for k, v in state.items())
-        if differs:
-            warnings.warn(
-                f"{getattr(model, 'model_name', type(model).__name__)}: the checkpoint's classifier has another "
-                f"number of classes; it was left out and the model's classifier keeps its fresh initialisation",
-                stacklevel=3,
-            )
-        else:
-            head = None
     if head is not None:
-        state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
-        own = {k: v for k, v in own.items() if not k.startswith(head + ".")}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
+        body_state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
+        body_own = {k: v for k, v in own.items() if not k.startswith(head + ".")}
+        missing, unexpected, shapes = _compare(body_state, body_own)
+        if shapes or (strict and (missing or unexpected)):
+            # The network itself does not fit, not only its classifier: report every key, the classifier's too.
+            missing, unexpected, shapes = _compare(state, own)
+            raise WeightsError(_mismatch_report(name, origin, missing, unexpected, shapes, architecture=True))
+        if skip_classifier == "auto":
+            in_head = (k for k in state if k not in body_state)
+            if any(k not in own or own[k].shape != state[k].shape for k in in_head):
+                warnings.warn(
+                    f"{name}: the checkpoint's classifier has another number of classes; it was left out and the "
+                    f"model's classifier keeps its fresh initialisation",
+                    stacklevel=3,
+                )
+            else:
+                head = None
+    if head is not None:
+        state, own = body_state, body_own
+    missing, unexpected, shapes = _compare(state, own)
     if shapes or (strict and (missing or unexpected)):
-        name = getattr(model, "model_name", type(model).__name__)
         raise WeightsError(_mismatch_report(name, origin, missing, unexpected, shapes))
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     if not strict and (missing or unexpected):
@@ -236,7 +361,29 @@ def load_weights(
     return model
 
 
-def _mismatch_report(name: str, origin: str, missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+def _compare(
+    state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """Keys missing from ``state``, keys ``own`` lacks, and the shape differences of the keys both hold."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    return missing, unexpected, shapes
+
+
+def _mismatch_report(
+    name: str,
+    origin: str,
+    missing: list[str],
+    unexpected: list[str],
+    shapes: list[str],
+    *,
+    architecture: bool = False,
+) -> str:
     def block(title: str, items: list[str]) -> str:
         if not items:
             return ""
@@ -244,12 +391,19 @@ def _mismatch_report(name: str, origin: str, missing: list[str], unexpected: lis
         more = f"\n    ... and {len(items) - 20} more" if len(items) > 20 else ""
         return f"\n  {title} ({len(items)}):\n    {shown}{more}"
 
+    if architecture:
+        hint = (
+            f"\n  The checkpoint is of another architecture or configuration than {name} (depth, width, block type, "
+            f"in_chans): not only its classifier differs."
+        )
+    else:
+        hint = "\n  Is the checkpoint for another model or configuration (depth, width, num_classes, in_chans)?"
     return (
         f"weights from {origin} do not fit {name}:"
         + block("missing from the checkpoint", missing)
         + block("unexpected in the checkpoint", unexpected)
         + block("wrong shape", shapes)
-        + "\n  Is the checkpoint for another model or configuration (depth, width, num_classes, in_chans)?"
+        + hint
     )
 
 
@@ -267,4 +421,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str], *, metadata: di
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": "pt", "model_name": str(getattr(model, "model_name", type(model).__name__))}
     meta.update(metadata or {})
+    blocker = next((parent for parent in path.parents if parent.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise NotADirectoryError(f"cannot save weights to {path}: {blocker} is a file, not a folder")
     return write_atomically(path, lambda tmp: save_file(state, tmp, metadata=meta))

@@ -14,8 +14,22 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import convzoo
-from convzoo.analysis import ReceptiveField, effective_receptive_field, measure_receptive_field, receptive_fields
-from convzoo.analysis.compare import Timing, compare_models, plot_accuracy_vs_compute
+from convzoo.analysis import (
+    ReceptiveField,
+    compare,
+    effective_receptive_field,
+    measure_receptive_field,
+    receptive_fields,
+)
+from convzoo.analysis.compare import (
+    NoisyMeasurementWarning,
+    Timing,
+    compare_models,
+    comparison_records,
+    comparison_table,
+    measure_throughput,
+    plot_accuracy_vs_compute,
+)
 from convzoo.analysis.costs import MacCounter
 from convzoo.cli import main
 
@@ -247,3 +261,59 @@ def test_cli_summary_formats_rf_and_compare(tmp_path, capsys):
         main(["compare", "resnet20", "--out", str(stem), "--repeats", "1", "--warmup", "0", "--batch-size", "2"]) == 0
     )
     assert "Throughput measured on cpu, batch 2" in capsys.readouterr().out
+
+
+def fake_clock(durations):
+    """A clock whose successive measured intervals are ``durations`` (seconds)."""
+    now = 0.0
+    readings = []
+    for d in durations:
+        readings += [now, now + d]
+        now += d + 1.0
+    return iter(readings).__next__
+
+
+def test_throughput_flags_runs_that_disagree():
+    model = nn.Conv2d(3, 4, 3)
+    steady = measure_throughput(model, (3, 8, 8), batch_size=4, warmup=1, repeats=3, timer=fake_clock([9, 1, 1.1, 1.2]))
+    assert steady.latency_ms == pytest.approx(1100) and steady.images_per_s == pytest.approx(4 / 1.1)
+    assert steady.spread == pytest.approx(1.2) and not steady.noisy  # the warm-up pass is not timed
+    with pytest.warns(NoisyMeasurementWarning, match=r"Conv2d: the 3 timed runs disagree .* x3\.00"):
+        busy = measure_throughput(model, (3, 8, 8), warmup=0, repeats=3, timer=fake_clock([1, 3, 1.1]))
+    assert busy.noisy and busy.spread == pytest.approx(3.0)
+    with pytest.warns(NoisyMeasurementWarning):
+        strict = measure_throughput(
+            model, (3, 8, 8), warmup=0, repeats=2, noisy_spread=1.1, timer=fake_clock([1, 1.15])
+        )
+    assert strict.noisy
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        measure_throughput(model, (3, 8, 8), repeats=0)
+
+
+def test_compare_marks_a_noisy_measurement_and_shows_progress(monkeypatch, capsys):
+    clocks = iter([fake_clock([1, 1, 1.05]), fake_clock([1, 2, 1])])  # resnet20 steady, resnet56 disturbed
+
+    def measure(*args, **kwargs):
+        return measure_throughput(*args, **kwargs, timer=next(clocks))
+
+    monkeypatch.setattr(compare, "measure_throughput", measure)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    timing = Timing("cpu", 1, 1, 1, 2)
+    with pytest.warns(NoisyMeasurementWarning, match="resnet56"):
+        rows = compare_models(["resnet20", "resnet56"], timing=timing)
+    assert "comparing" in terminal.getvalue() and "resnet56" in terminal.getvalue()  # the bar names the model
+    assert "/8 [" in terminal.getvalue()  # a step for the costs and three forward passes per model
+    assert [(r.noisy, r.spread) for r in rows] == [(False, pytest.approx(1.05)), (True, pytest.approx(2.0))]
+    table = comparison_table(rows, timing)
+    assert "x2.00" in table and "0.7!" in table and "Unreliable: the timed runs of resnet56 disagree" in table
+    assert comparison_records(rows)[1]["noisy"] is True
+    terminal.truncate(0)
+    clocks = iter([fake_clock([1, 1, 1])])
+    compare_models(["resnet20"], timing=timing, progress=False)
+    assert terminal.getvalue() == ""

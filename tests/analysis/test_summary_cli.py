@@ -5,10 +5,12 @@ import sys
 
 import pytest
 import torch
+import torch.nn as nn
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import convzoo
+from convzoo.analysis import effective_receptive_field, parse_input_size, receptive_fields
 from convzoo.cli import main
 
 
@@ -75,10 +77,11 @@ def test_cli_summary_info_and_errors(capsys):
     assert main(["summary", "resnet5"]) == 2
     assert "unknown model name 'resnet5'; did you mean" in capsys.readouterr().err
     assert main(["models", "nothing*"]) == 1
-    for bad in ("3x64x64x2", "big", "0x32x32"):
+    for bad in ("1x3x64x64x2", "big", "0x32x32"):
         with pytest.raises(SystemExit):
             main(["summary", "resnet20", "--input", bad])
-    assert "expected CxHxW such as 3x224x224" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "input size must be" in err and "not a whole number" in err and "below 1" in err
 
 
 def test_console_script_runs():
@@ -89,3 +92,51 @@ def test_console_script_runs():
         check=True,
     )
     assert "Parameters: 853,018" in result.stdout
+
+
+def test_summary_takes_every_form_of_input_size():
+    expected = convzoo.summary("resnet20", (3, 32, 32), depth=1).total_macs
+    for size in ((1, 3, 32, 32), (8, 3, 32, 32), torch.Size([1, 3, 32, 32]), 32, (32, 32), "1x3x32x32", "32"):
+        s = convzoo.summary("resnet20", size, depth=1)
+        assert s.input_size == (3, 32, 32) and s.total_macs == expected, size
+    # Where the channels are left out they are the model's own.
+    assert convzoo.summary("lenet5", 32, depth=1).input_size == (1, 32, 32)
+    assert convzoo.summary(nn.Conv2d(5, 8, 3), 16).input_size == (5, 16, 16)
+    assert convzoo.count_macs(nn.Conv2d(3, 8, 3, bias=False), (1, 3, 10, 10)) == 8 * 8 * 8 * 27
+    assert convzoo.count_macs(nn.Conv2d(3, 8, 3, bias=False), 10) == 8 * 8 * 8 * 27
+    stack = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1))
+    assert str(receptive_fields(stack, 16)["1"]) == "5"
+    assert effective_receptive_field(stack, "1", (1, 2, 16, 16), samples=2).shape == (16, 16)
+
+
+def test_parse_input_size():
+    assert parse_input_size("1x3x224x224") == parse_input_size("3,224,224") == (3, 224, 224)
+    assert parse_input_size("32x32") == parse_input_size(32) == (3, 32, 32)
+    assert parse_input_size("32", in_chans=1) == parse_input_size((32, 32), in_chans=1) == (1, 32, 32)
+    assert parse_input_size((3.0, 64, 64)) == (3, 64, 64)
+    for bad in ("3x64x64x2x1", "big", "0x32x32", (3, 32.5, 32), (), (3, -1, 32), "3xx32"):
+        with pytest.raises(ValueError, match="input size"):
+            parse_input_size(bad)
+    for bad in ({"h": 32}, True, None):
+        with pytest.raises(TypeError, match=r"input size must be \(C, H, W\)"):
+            parse_input_size(bad)
+
+
+def test_summary_errors_are_ours():
+    with pytest.raises(ValueError, match="an input size is needed for a module that is not a registered convzoo model"):
+        convzoo.summary(nn.Conv2d(3, 8, 3))
+    with pytest.raises(ValueError, match=r"summary\(model, \(3, 224, 224\)\)"):
+        convzoo.summary(nn.Sequential(nn.Conv2d(3, 8, 3)))
+    with pytest.raises(ValueError, match="5 dimensions"):
+        convzoo.summary("resnet20", (1, 1, 3, 32, 32))
+    with pytest.raises(ValueError, match="not a whole number"):
+        convzoo.summary("resnet20", (3, 32.5, 32))
+    with pytest.raises(ValueError, match="expects a batch of shape"):
+        convzoo.summary("resnet20", (4, 32, 32))
+    # A failure in the root module itself (no child to blame) is explained too.
+    with pytest.raises(ValueError, match=r"Conv2d: the forward pass at input 4x16x16 .* failed"):
+        convzoo.summary(nn.Conv2d(3, 8, 3), (4, 16, 16))
+    with pytest.raises(TypeError, match="nn.Module or a registered model name"):
+        convzoo.summary(None)
+    with pytest.raises(ValueError, match="depth"):
+        convzoo.summary("resnet20", depth=-1)

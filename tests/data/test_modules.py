@@ -79,9 +79,13 @@ def test_data_modules_import_one_another_without_a_cycle():
 
 
 def test_data_modules_import_nothing_else_from_convzoo():
-    # So that the registry, the models and the training engine can all import from convzoo.data.
+    # So that the registry, the models and the training engine can all import from convzoo.data. convzoo._files
+    # (where convzoo keeps its files) imports nothing of convzoo, so it closes no cycle.
+    leaves = {"convzoo._files"}
     for name, path in MODULES.items():
-        outside = sorted(m for m in imported_modules(path) if m.split(".")[0] == "convzoo" and m not in MODULES)
+        outside = sorted(
+            m for m in imported_modules(path) if m.split(".")[0] == "convzoo" and m not in MODULES and m not in leaves
+        )
         assert not outside, f"{name} imports {outside}"
 
 

@@ -96,6 +96,7 @@ def test_a_custom_task_trains_through_the_same_loop(tmp_path):
         "train_mae",
         "test_loss",
         "test_mae",
+        "evaluated",
         "images_per_s",
         "seconds",
         "is_best",

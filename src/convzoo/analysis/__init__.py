@@ -2,6 +2,7 @@
 
 from convzoo.analysis.costs import count_macs, count_params
 from convzoo.analysis.fields import ReceptiveField
+from convzoo.analysis.input_size import model_in_chans, parse_input_size
 from convzoo.analysis.receptive import (
     MeasuredField,
     effective_receptive_field,
@@ -20,6 +21,8 @@ __all__ = [
     "count_params",
     "effective_receptive_field",
     "measure_receptive_field",
+    "model_in_chans",
+    "parse_input_size",
     "plot_effective_receptive_field",
     "receptive_fields",
     "summary",

@@ -7,10 +7,13 @@ number of parameters.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
+import sys
 import time
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +21,16 @@ import torch
 
 from convzoo.analysis.summary import summary
 from convzoo.registry import get_model_card
+
+# Slowest over fastest timed run above which a throughput is flagged. On an idle machine the timed passes of a
+# network agree within a few percent; load from another process slows some of them, and a figure measured so can be
+# far off (ResNet-20 gave 8.7 images/s while another process held one of two cores, against 1,508 idle). Load that
+# slows every pass alike leaves no spread and is not detected.
+NOISY_SPREAD = 1.5
+
+
+class NoisyMeasurementWarning(UserWarning):
+    """The timed runs of a throughput measurement disagree: the machine was probably busy with something else."""
 
 
 @dataclass
@@ -35,6 +48,8 @@ class Comparison:
     top1_dataset: str | None
     images_per_s: float | None = None
     latency_ms: float | None = None
+    spread: float | None = None
+    noisy: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,24 @@ class Timing:
         )
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """A throughput measurement: the median of the timed runs, and how far the runs disagreed.
+
+    Attributes:
+        images_per_s: Images per second at the median batch time.
+        latency_ms: Median milliseconds per batch.
+        spread: Slowest over fastest timed run (1.0 for one run).
+        noisy: Whether ``spread`` exceeds the threshold it was measured against: load from elsewhere on the machine
+            probably slowed some runs, and the figures should be measured again.
+    """
+
+    images_per_s: float
+    latency_ms: float
+    spread: float
+    noisy: bool
+
+
 def measure_throughput(
     model: torch.nn.Module,
     input_size: Sequence[int],
@@ -62,8 +95,30 @@ def measure_throughput(
     warmup: int = 2,
     repeats: int = 5,
     device: str | torch.device = "cpu",
-) -> tuple[float, float]:
-    """Inference speed of ``model``: (images per second, milliseconds per batch), medians of ``repeats`` timed runs."""
+    noisy_spread: float = NOISY_SPREAD,
+    timer: Callable[[], float] = time.perf_counter,
+    on_run: Callable[[], object] | None = None,
+) -> Throughput:
+    """Inference speed of ``model``: the median of ``repeats`` timed runs after ``warmup`` untimed ones.
+
+    A measurement whose slowest timed run is more than ``noisy_spread`` times its fastest is flagged ``noisy``, with
+    a `NoisyMeasurementWarning`.
+
+    Args:
+        model: The network; it is moved to ``device`` and put in eval mode.
+        input_size: (C, H, W) of one image.
+        batch_size: Images per forward pass.
+        warmup: Untimed passes first (kernel selection, caches).
+        repeats: Timed passes.
+        device: Where to run.
+        noisy_spread: Slowest over fastest timed pass above which the measurement is flagged.
+        timer: The clock, in seconds.
+        on_run: Called after every pass, warm-up included (to advance a progress bar).
+    """
+    if batch_size < 1 or warmup < 0 or repeats < 1:
+        raise ValueError(
+            f"throughput needs batch_size >= 1, warmup >= 0 and repeats >= 1; got {batch_size}, {warmup}, {repeats}"
+        )
     device = torch.device(device)
     model = model.to(device).eval()
     x = torch.randn((batch_size, *input_size), device=device)
@@ -72,14 +127,28 @@ def measure_throughput(
         for i in range(warmup + repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            start = time.perf_counter()
+            start = timer()
             model(x)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+            elapsed = timer() - start
             if i >= warmup:
-                times.append(time.perf_counter() - start)
+                times.append(elapsed)
+            if on_run is not None:
+                on_run()
     median = statistics.median(times)
-    return batch_size / median, median * 1e3
+    spread = max(times) / min(times) if min(times) > 0 else math.inf
+    noisy = spread > noisy_spread
+    if noisy:
+        name = getattr(model, "model_name", type(model).__name__)
+        warnings.warn(
+            f"{name}: the {repeats} timed runs disagree (slowest {max(times) * 1e3:.1f} ms, fastest "
+            f"{min(times) * 1e3:.1f} ms per batch, x{spread:.2f}); another process was probably using the machine, "
+            f"so its throughput is unreliable: measure again on an idle machine",
+            NoisyMeasurementWarning,
+            stacklevel=2,
+        )
+    return Throughput(batch_size / median, median * 1e3, spread, noisy)
 
 
 def compare_models(
@@ -88,8 +157,18 @@ def compare_models(
     throughput: bool = True,
     timing: Timing | None = None,
     progress: bool = True,
+    noisy_spread: float = NOISY_SPREAD,
 ) -> list[Comparison]:
-    """Cost, reported accuracy and (optionally) measured throughput of each named model at its default input size."""
+    """Cost, reported accuracy and (optionally) measured throughput of each named model at its default input size.
+
+    Args:
+        names: Registered model names.
+        throughput: Whether to measure speed (the slow part: ``timing.warmup + timing.repeats`` passes per model).
+        timing: How to measure it; default: CPU, batch 8, 2 warm-up and 5 timed passes.
+        progress: Show a progress bar on stderr, advancing with every pass (never when stderr is not a terminal).
+        noisy_spread: Slowest over fastest timed pass above which a row is flagged ``noisy`` (see
+            `measure_throughput`).
+    """
     from tqdm import tqdm
 
     from convzoo.factory import create_model
@@ -97,40 +176,55 @@ def compare_models(
     names = list(names)
     rows = []
     timing = timing or Timing("cpu", 8, torch.get_num_threads(), 2, 5)
-    for name in tqdm(names, desc="comparing", unit="model", disable=not progress or None, leave=False):
-        card = get_model_card(name)
-        s = summary(name, depth=0)
-        top = next((r for r in card.reported if r.metric in ("top-1 error", "top-1 accuracy")), None)
-        row = Comparison(
-            name=name,
-            family=card.family,
-            year=card.paper.year,
-            input_size=card.input_size,
-            params=s.total_params,
-            macs=s.total_macs,
-            activation_bytes=s.activation_bytes,
-            top1=card.top1_accuracy(),
-            top1_dataset=top.dataset if top else None,
-        )
-        if throughput:
-            torch.manual_seed(0)
-            model = create_model(name)
-            row.images_per_s, row.latency_ms = measure_throughput(
-                model,
-                card.input_size,
-                batch_size=timing.batch_size,
-                warmup=timing.warmup,
-                repeats=timing.repeats,
-                device=timing.device,
+    per_model = 1 + (timing.warmup + timing.repeats if throughput else 0)
+    with tqdm(
+        total=len(names) * per_model,
+        desc="comparing",
+        unit="pass",
+        file=sys.stderr,
+        disable=not progress or None,
+        leave=False,
+    ) as bar:
+        for name in names:
+            bar.set_postfix_str(name)
+            card = get_model_card(name)
+            s = summary(name, depth=0)
+            bar.update()
+            top = next((r for r in card.reported if r.metric in ("top-1 error", "top-1 accuracy")), None)
+            row = Comparison(
+                name=name,
+                family=card.family,
+                year=card.paper.year,
+                input_size=card.input_size,
+                params=s.total_params,
+                macs=s.total_macs,
+                activation_bytes=s.activation_bytes,
+                top1=card.top1_accuracy(),
+                top1_dataset=top.dataset if top else None,
             )
-            del model
-        rows.append(row)
+            if throughput:
+                torch.manual_seed(0)
+                model = create_model(name)
+                measured = measure_throughput(
+                    model,
+                    card.input_size,
+                    batch_size=timing.batch_size,
+                    warmup=timing.warmup,
+                    repeats=timing.repeats,
+                    device=timing.device,
+                    noisy_spread=noisy_spread,
+                    on_run=bar.update,
+                )
+                row.images_per_s, row.latency_ms = measured.images_per_s, measured.latency_ms
+                row.spread, row.noisy = measured.spread, measured.noisy
+                del model
+            rows.append(row)
     return rows
 
 
 def comparison_table(rows: Sequence[Comparison], timing: Timing | None = None) -> str:
-    """A fixed-width table of the comparison."""
-    header = ("model", "input", "params", "mult-adds", "act. mem/img", "images/s", "top-1 %", "on")
+    """A fixed-width table of the comparison; a throughput whose timed runs disagreed is marked ``!``."""
+    header = ("model", "input", "params", "mult-adds", "act. mem/img", "images/s", "spread", "top-1 %", "on")
     body = [
         (
             r.name,
@@ -138,7 +232,8 @@ def comparison_table(rows: Sequence[Comparison], timing: Timing | None = None) -
             f"{r.params / 1e6:.2f}M",
             f"{r.macs / 1e9:.2f}G",
             f"{r.activation_bytes / 2**20:.1f} MB",
-            f"{r.images_per_s:.1f}" if r.images_per_s is not None else "-",
+            (f"{r.images_per_s:.1f}" + ("!" if r.noisy else "")) if r.images_per_s is not None else "-",
+            f"x{r.spread:.2f}" if r.spread is not None else "-",
             f"{r.top1:.2f}" if r.top1 is not None else "-",
             r.top1_dataset or "-",
         )
@@ -151,7 +246,13 @@ def comparison_table(rows: Sequence[Comparison], timing: Timing | None = None) -
     ]
     lines.insert(1, "-" * len(lines[0]))
     if timing is not None and any(r.images_per_s is not None for r in rows):
-        lines.append(f"Throughput measured on {timing}.")
+        lines.append(f"Throughput measured on {timing}; spread: slowest over fastest timed run.")
+    noisy = [r.name for r in rows if r.noisy]
+    if noisy:
+        lines.append(
+            f"! Unreliable: the timed runs of {', '.join(noisy)} disagree; the machine was probably busy with "
+            f"something else. Measure again on an idle machine."
+        )
     lines.append("Top-1: accuracy the paper reports on the data set named (100 - top-1 error).")
     return "\n".join(lines)
 

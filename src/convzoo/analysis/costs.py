@@ -14,6 +14,8 @@ from torch._C import DispatchKey
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from convzoo.analysis.input_size import model_in_chans, parse_input_size
+
 aten = torch.ops.aten
 
 # Size and layout queries carry no arithmetic; like torch's FlopCounterMode, leave them to the default handling.
@@ -100,8 +102,15 @@ def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
     return sum(seen.values())
 
 
-def count_macs(model: nn.Module, input_size: Sequence[int], *, device: str | torch.device | None = None) -> int:
-    """Multiply-adds of one forward pass on a single image of ``input_size`` (C, H, W), in eval mode."""
+def count_macs(
+    model: nn.Module, input_size: int | str | Sequence[int], *, device: str | torch.device | None = None
+) -> int:
+    """Multiply-adds of one forward pass on a single image of ``input_size``, in eval mode.
+
+    ``input_size`` takes the forms of `convzoo.analysis.parse_input_size`: (C, H, W), (N, C, H, W), (H, W), an int
+    for a square image, or text such as ``"3x224x224"``.
+    """
+    input_size = parse_input_size(input_size, in_chans=model_in_chans(model))
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     counter = MacCounter()

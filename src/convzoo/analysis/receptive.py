@@ -18,17 +18,18 @@ import torch
 import torch.nn as nn
 
 from convzoo.analysis.fields import ReceptiveField
+from convzoo.analysis.input_size import model_in_chans, parse_input_size
 from convzoo.analysis.summary import Summary, summary
 
 
 def receptive_fields(
-    model: nn.Module, input_size: Sequence[int], *, device: str | torch.device | None = None
+    model: nn.Module, input_size: int | str | Sequence[int], *, device: str | torch.device | None = None
 ) -> dict[str, ReceptiveField]:
     """The theoretical receptive field of every module's output, by qualified module name.
 
     Args:
         model: The network.
-        input_size: (C, H, W) of one image.
+        input_size: (C, H, W) of one image, or another form `parse_input_size` takes.
         device: Where to run; ``"meta"`` costs no memory. Default: where the model's parameters are.
     """
     result = summary(model, input_size, depth=10**6, device=device)
@@ -38,7 +39,7 @@ def receptive_fields(
 def effective_receptive_field(
     model: nn.Module,
     layer: str,
-    input_size: Sequence[int],
+    input_size: int | str | Sequence[int],
     *,
     samples: int = 16,
     batch_size: int = 8,
@@ -51,7 +52,7 @@ def effective_receptive_field(
     Args:
         model: The network (its current weights are used).
         layer: Qualified name of the module whose output to probe.
-        input_size: (C, H, W).
+        input_size: (C, H, W), or another form `parse_input_size` takes.
         samples: How many random inputs to average over.
         batch_size: Inputs per backward pass.
         seed: Seed of the random inputs.
@@ -63,6 +64,7 @@ def effective_receptive_field(
     if layer not in modules:
         close = difflib.get_close_matches(layer, list(modules), n=5)
         raise KeyError(f"no module named {layer!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    input_size = parse_input_size(input_size, in_chans=model_in_chans(model))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     generator = torch.Generator().manual_seed(seed)
     captured: list[torch.Tensor] = []
@@ -122,7 +124,7 @@ class MeasuredField:
 
 def measure_receptive_field(
     model: nn.Module,
-    input_size: Sequence[int],
+    input_size: int | str | Sequence[int],
     layer: str | None = None,
     *,
     samples: int = 16,
@@ -133,7 +135,7 @@ def measure_receptive_field(
 
     Args:
         model: The network (its current weights are used).
-        input_size: (C, H, W).
+        input_size: (C, H, W), or another form `parse_input_size` takes.
         layer: Qualified name of the module to probe; default: the last top-level module with a spatial output.
         samples: How many random inputs to average the gradient over.
         batch_size: Inputs per backward pass.
@@ -153,7 +155,7 @@ def measure_receptive_field(
         hint = f"; did you mean {', '.join(close)}?" if close else "; `convzoo summary MODEL --depth 9` lists them"
         raise KeyError(f"{table.model_name} has no layer named {layer!r}{hint}")
     row = rows[layer]
-    erf = effective_receptive_field(model, layer, input_size, samples=samples, batch_size=batch_size, seed=seed)
+    erf = effective_receptive_field(model, layer, table.input_size, samples=samples, batch_size=batch_size, seed=seed)
     mass = erf / erf.sum()
     ys, xs = np.indices(erf.shape)
     cy, cx = (mass * ys).sum(), (mass * xs).sum()

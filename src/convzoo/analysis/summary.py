@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from convzoo.analysis.costs import InferenceState, MacCounter, count_macs, count_params
 from convzoo.analysis.fields import FieldTracker, ReceptiveField, format_number
+from convzoo.analysis.input_size import INPUT_SIZE_FORMS, model_in_chans, parse_input_size
 from convzoo.factory import create_model
 from convzoo.registry import get_model_card
 
@@ -288,11 +289,16 @@ class _Trace:
                 h.remove()
 
     def failure(self, name: str, input_size: tuple[int, ...], error: Exception) -> ValueError:
-        """The error to raise when the pass fails inside a module: where, and on what input."""
-        where, module, shape = self.stack[-1]
+        """The error to raise when the pass fails: where, and on what input."""
+        shape = "x".join(map(str, input_size))
+        if not self.stack:  # in the model's own forward, outside any child module
+            return ValueError(
+                f"{name}: the forward pass at input {shape} (a batch of shape {tuple(self.x.shape)}) failed: {error}"
+            )
+        where, module, got = self.stack[-1]
         return ValueError(
-            f"{name}: the forward pass at input {'x'.join(map(str, input_size))} failed in {where} "
-            f"({type(module).__name__}), which got an input of shape {shape}: {error}"
+            f"{name}: the forward pass at input {shape} failed in {where} "
+            f"({type(module).__name__}), which got an input of shape {got}: {error}"
         )
 
     def table(self, name: str, input_size: tuple[int, ...], result: object) -> Summary:
@@ -331,7 +337,7 @@ def _param_counts(module: nn.Module) -> tuple[int, int]:
 
 def summary(
     model: nn.Module | str,
-    input_size: Sequence[int] | None = None,
+    input_size: int | str | Sequence[int] | None = None,
     *,
     depth: int = 3,
     device: str | torch.device | None = None,
@@ -340,34 +346,58 @@ def summary(
 
     Args:
         model: A network, or a registered name (then built on the meta device: no memory is allocated).
-        input_size: (C, H, W) of one image; default: the model card's input size.
+        input_size: The image: (C, H, W), torchinfo's (N, C, H, W) (every figure is per image, so N is dropped),
+            (H, W) or an int for a square image with the model's input channels, or text such as ``"3x224x224"``
+            (see `parse_input_size`). Default: the model card's input size; a module that is not a registered
+            convzoo model needs one.
         depth: Nesting levels to show (1: the top-level children only); deeper modules fold into their parents.
         device: Where to run; default: where the model's parameters are. ``"meta"`` needs a model built there.
 
     Raises:
-        ValueError: If the forward pass fails; the message names the layer and the input shape it got.
+        ValueError: If the input size is missing or malformed, or the forward pass fails; the message names the
+            layer and the input shape it got.
+        KeyError: For an unknown model name.
     """
     if isinstance(model, str):
         with torch.device("meta"):
             model = create_model(model)
         device = "meta"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"summary takes an nn.Module or a registered model name; got {type(model).__name__}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise ValueError(f"depth must be a whole number of nesting levels, 0 or more; got {depth!r}")
     name = getattr(model, "model_name", type(model).__name__)
     if input_size is None:
-        card = getattr(model, "card", None) or get_model_card(name)
-        input_size = card.input_size
-    input_size = tuple(int(s) for s in input_size)
-    if len(input_size) != 3 or min(input_size) < 1:
-        raise ValueError(f"input_size must be (C, H, W) with positive sizes; got {input_size}")
+        input_size = _card_input_size(model, name)
+    input_size = parse_input_size(input_size, in_chans=model_in_chans(model))
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     trace = _Trace(model, input_size, depth, device)
     try:
         result = trace.run()
     except Exception as e:
-        if not trace.stack:
-            raise
+        if not trace.stack and isinstance(e, ValueError):
+            raise  # the model's own check of its input, which says what it expects
         raise trace.failure(name, input_size, e) from e
     return trace.table(name, input_size, result)
+
+
+def _card_input_size(model: nn.Module, name: str) -> tuple[int, ...]:
+    """The input size of a registered model's card; a clear error for any other module."""
+    card = getattr(model, "card", None)
+    if card is None:
+        try:
+            card = get_model_card(name)
+        except KeyError:
+            card = None
+    if card is None:
+        example = f"({model_in_chans(model) or 3}, 224, 224)"
+        raise ValueError(
+            f"summary of {name}: an input size is needed for a module that is not a registered convzoo model; "
+            f"give one, e.g. summary(model, {example}) or summary(model, 224) for a square image "
+            f"(accepted: {INPUT_SIZE_FORMS})"
+        )
+    return card.input_size
 
 
 def _window(module: nn.Module) -> tuple[str, str, str]:

@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from convzoo._files import convzoo_home
 from convzoo.data.arrays import DEFAULT_TEST_FRACTION, ArrayDataset, check_label_range, split_dataset, to_nchw_uint8
 
 # -- where real data sets live and how to get them --------------------------------------------------------------------
 
 
 def default_data_root() -> Path:
-    """``$CONVZOO_DATA`` if set, else ``~/.cache/convzoo/data``."""
+    """``$CONVZOO_DATA`` if set, else ``$CONVZOO_HOME/data`` (``~/.cache/convzoo/data`` without either)."""
     env = os.environ.get("CONVZOO_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "convzoo" / "data"
+    return Path(env).expanduser() if env else convzoo_home().expanduser() / "data"
 
 
 def _candidates(name: str, root: str | os.PathLike[str] | None) -> list[Path]:

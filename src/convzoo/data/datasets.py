@@ -50,8 +50,9 @@ def load_dataset(
             ``mnist``, ``fashion-mnist``, ``svhn``, ``stl10`` read from ``root`` - or a path to an .npz file (format
             in `load_npz`) or to an image folder (layout in `load_image_folder`).
         root: Folder holding the named real data set, either directly or in a subfolder named after it
-            (default: ``$CONVZOO_DATA``, else ``~/.cache/convzoo/data``). Each set is read in its official
-            format: CIFAR's python batches, the MNIST idx files, SVHN's .mat files (needs scipy), STL-10's binaries.
+            (default: ``$CONVZOO_DATA``, else ``$CONVZOO_HOME/data``, else ``~/.cache/convzoo/data``). Each set is
+            read in its official format: CIFAR's python batches, the MNIST idx files, SVHN's .mat files (needs
+            scipy), STL-10's binaries.
         image_size: Resize every image to ``image_size`` x ``image_size`` (antialiased bilinear); the shapes set is
             drawn at that size instead.
         in_chans: Convert to this many channels (grey to RGB repeats the channel, RGB to grey takes the luma).

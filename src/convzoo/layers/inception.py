@@ -279,6 +279,7 @@ class AuxHeadNet(ConvNet):
         classifier, and a later reset with classes rebuilds them from scratch. Every new layer is built before any
         is initialised, so the random draws follow the order of construction.
         """
+        self.check_num_classes(num_classes)
         self.num_classes = num_classes
         like = next(self.parameters())
         fc = create_classifier(self.num_features, num_classes, device=like.device, dtype=like.dtype)

@@ -101,6 +101,7 @@ class FCHeadNet(ConvNet):
         return self.classifier.output if self.num_classes else self.classifier
 
     def reset_classifier(self, num_classes: int) -> None:
+        self.check_num_classes(num_classes)
         if num_classes and self.num_classes:
             layer = self.classifier.reset(num_classes)
             if not layer.weight.is_meta:

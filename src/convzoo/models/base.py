@@ -134,7 +134,18 @@ class ConvNet(nn.Module, metaclass=abc.ABCMeta):
         self.num_classes = num_classes
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError if ``x`` is not an (N, in_chans, H, W) batch large enough for this network."""
+        """Check that ``x`` is an (N, in_chans, H, W) batch of images large enough for this network.
+
+        Raises:
+            TypeError: If ``x`` is not a floating-point tensor of the network's precision (outside autocast, which
+                casts for itself).
+            ValueError: If its shape is wrong or its images too small.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"{self.model_name} expects a torch.Tensor batch of shape (N, {self.in_chans}, H, W); got "
+                f"{type(x).__name__} (convert with torch.as_tensor)"
+            )
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
                 f"{self.model_name} expects a batch of shape (N, {self.in_chans}, H, W); got {tuple(x.shape)}"
@@ -146,6 +157,22 @@ class ConvNet(nn.Module, metaclass=abc.ABCMeta):
                 f"{self.model_name} needs images of at least {self.min_input_size}x{self.min_input_size} "
                 f"(it downsamples by {self.feature_info[-1].reduction}); got {height}x{width}. "
                 f"Expected shape (N, {self.in_chans}, H, W) with H, W >= {self.min_input_size}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{self.model_name} expects floating-point images; got {x.dtype} (convert and normalise first, e.g. "
+                "x.float() / 255, then subtract the mean and divide by the std of the model card)"
+            )
+        weight = next(self.parameters(), None)
+        if (
+            weight is not None
+            and x.dtype != weight.dtype
+            and not weight.is_meta
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            raise TypeError(
+                f"{self.model_name} holds {weight.dtype} weights but got a {x.dtype} batch; convert one to the other "
+                f"(x.to({weight.dtype}) or model.to({x.dtype}))"
             )
 
     @abc.abstractmethod
@@ -170,12 +197,18 @@ class ConvNet(nn.Module, metaclass=abc.ABCMeta):
     def init_classifier(self, fc: nn.Module) -> None:
         """Initialise a fresh output layer as the family does (default: PyTorch's initialisation, left as it is)."""
 
+    def check_num_classes(self, num_classes: object) -> None:
+        """Raise a ValueError unless ``num_classes`` is a non-negative int (0: no classifier)."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"{self.model_name}: num_classes must be a non-negative int; got {num_classes!r}")
+
     def new_classifier(self, in_features: int, num_classes: int) -> nn.Module:
         """A fresh ``num_classes``-way output layer (an identity for 0) where the network lives, initialised.
 
         It is built on the device and in the precision of the network's parameters, and `init_classifier` starts
         it as the family's own output layers start.
         """
+        self.check_num_classes(num_classes)
         like = next(self.parameters())
         fc = create_classifier(in_features, num_classes, device=like.device, dtype=like.dtype)
         if isinstance(fc, nn.Linear) and not like.is_meta:
@@ -199,6 +232,7 @@ class ConvNet(nn.Module, metaclass=abc.ABCMeta):
 
         The new layer lives where the network lives, on its device and in its precision.
         """
+        self.check_num_classes(num_classes)
         self.num_classes = num_classes
         setattr(self, self.head_names.fc, self.new_classifier(self.num_features, num_classes))
 

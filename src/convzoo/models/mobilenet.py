@@ -237,6 +237,7 @@ class MobileNetV2(_MobileNet):
         return self.classifier[1]
 
     def reset_classifier(self, num_classes: int) -> None:
+        self.check_num_classes(num_classes)
         self.num_classes = num_classes
         self.classifier[1] = self.new_classifier(self.num_features, num_classes)
 

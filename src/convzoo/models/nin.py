@@ -150,6 +150,7 @@ class NiN(ConvNet):
         return self.final_conv
 
     def reset_classifier(self, num_classes: int) -> None:
+        self.check_num_classes(num_classes)
         self.num_classes = num_classes
         like = self.features[0][0].weight  # the new head lives where the network lives, in its precision
         if not num_classes:

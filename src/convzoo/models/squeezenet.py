@@ -204,6 +204,7 @@ class SqueezeNet(ConvNet):
         return torch.flatten(x, 1)
 
     def reset_classifier(self, num_classes: int) -> None:
+        self.check_num_classes(num_classes)
         self.num_classes = num_classes
         like = self.features[0].weight
         self.final_conv = self._conv10(num_classes, device=like.device, dtype=like.dtype)

@@ -6,8 +6,10 @@ random streams, history) into one state and puts it back; `load_trained` rebuild
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,20 @@ import torch
 import torch.nn as nn
 
 from convzoo._files import write_atomically
-from convzoo.train.config import TrainConfig, check_same_settings
+from convzoo.train.config import RESUMABLE_CHANGES, TrainConfig, check_same_settings
 from convzoo.train.recipes import LearningRate, Recipe
 from convzoo.train.tuning import StepFormat
-from convzoo.weights import WeightsError, classifier_prefix, load_weights
+from convzoo.weights import WeightsError, classifier_prefix, describe_file_start, is_torch_save_file, load_weights
 
-__all__ = ["Checkpoints", "Progress", "load_checkpoint", "load_trained", "resume_state", "save_checkpoint"]
+__all__ = [
+    "Checkpoints",
+    "Progress",
+    "load_checkpoint",
+    "load_trained",
+    "resume_config",
+    "resume_state",
+    "save_checkpoint",
+]
 
 FORMAT = "convzoo-checkpoint-1"
 
@@ -44,6 +54,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with path.open("rb") as f:
+        head = f.read(64)
+    if not is_torch_save_file(head):
+        raise WeightsError(
+            f"{path} is not a convzoo training checkpoint (a torch.save file): {describe_file_start(head)}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -80,6 +96,59 @@ def resume_state(config: TrainConfig, out: Path) -> dict[str, Any] | None:
             f"run folder {out} already holds files; pass --resume to continue that run or choose another --out"
         )
     return None
+
+
+def resume_config(out: str | os.PathLike[str], explicit: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The settings to resume the run in ``out`` with: those saved in its ``last.pt``, checked against ``explicit``.
+
+    A command that resumes names only the run folder; every setting it does not give comes from the checkpoint, not
+    from the defaults. A setting it gives must equal the saved one, except those `RESUMABLE_CHANGES` names
+    (``progress``, ``tensorboard``), which replace the saved values.
+
+    Args:
+        out: The run folder.
+        explicit: The settings the user gave, as `TrainConfig` fields; ``recipe_overrides`` and ``model_args`` hold
+            only the keys given, each compared with the saved run's value (for a recipe setting, the value the run
+            trained with, whether it came from the recipe or an override). ``out`` and ``resume`` are ignored.
+
+    Returns:
+        The saved settings with ``out`` and ``resume=True``, and the resumable changes applied.
+
+    Raises:
+        FileNotFoundError: The folder holds no ``last.pt``.
+        ValueError: An unknown setting, or explicit settings that differ from the saved ones (all named, with the
+            saved and the given value).
+    """
+    out = Path(out)
+    last = out / "last.pt"
+    if not last.is_file():
+        raise FileNotFoundError(f"cannot resume: {last} does not exist (give the run folder with --out)")
+    state = load_checkpoint(last)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = {k: v for k, v in state["config"].items() if k in fields}
+    explicit = dict(explicit or {})
+    unknown = sorted(set(explicit) - fields)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; accepted: {sorted(fields)}")
+    trained_with = {**state.get("recipe", {}), **saved.get("recipe_overrides", {})}
+    changed, changes = [], {}
+    for key, value in explicit.items():
+        if key in ("out", "resume"):
+            continue
+        if key in RESUMABLE_CHANGES:
+            changes[key] = value
+        elif key in ("recipe_overrides", "model_args"):
+            given = trained_with if key == "recipe_overrides" else saved.get(key, {})
+            changed += [
+                f"{k}: {given.get(k)!r} -> {v!r}" for k, v in sorted((value or {}).items()) if given.get(k) != v
+            ]
+        elif saved.get(key) != value:
+            changed.append(f"{key}: {saved.get(key)!r} -> {value!r}")
+    if changed:
+        raise ValueError(
+            f"cannot resume {out} with changed settings (start a new run to change them):\n  " + "\n  ".join(changed)
+        )
+    return TrainConfig(**{**saved, **changes, "out": str(out), "resume": True})
 
 
 @dataclass

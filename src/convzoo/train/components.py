@@ -6,6 +6,7 @@ Everything here is checked before the run folder is touched.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from convzoo.train.recipes import Recipe
 from convzoo.train.tuning import StepFormat, candidate_formats, resolve_step_format
 
 __all__ = [
+    "ModelEma",
     "RunData",
     "build_ema",
     "build_model",
@@ -71,7 +73,7 @@ class RunData:
         train_set: Training images.
         test_set: Test images.
         train_loader: Augmented, shuffled training batches of this process.
-        test_loader: The whole test set, unaugmented.
+        test_loader: This process's share of the test set, unaugmented: every ``world_size``-th image.
         mean: Per-channel mean the images are normalised with.
         std: Per-channel standard deviation the images are normalised with.
         size: Side of the images fed to the network.
@@ -149,8 +151,11 @@ def load_run_data(
         raise ValueError(
             f"the training set has {len(train_set)} images, fewer than one batch of {per_rank}; lower --batch-size"
         )
+    # Each process evaluates every world_size-th test image and the metrics' sums are added up over processes: the
+    # shards are disjoint and cover the set once (no padding), so the result is that of the whole set.
+    test_shard = test_set.subset(torch.arange(dist.rank, len(test_set), dist.world_size)) if dist.enabled else test_set
     test_loader = FastLoader(
-        test_set,
+        test_shard,
         batch_size=config.eval_batch_size,
         shuffle=False,
         augment=Augment(mean=mean, std=std, out_size=size),
@@ -171,13 +176,58 @@ def build_model(config: TrainConfig, data: RunData, dist: dist_utils.DistInfo, d
     return model.to(device)
 
 
-def build_ema(model: nn.Module, decay: float | None) -> nn.Module | None:
-    """An exponential moving average of ``model``'s weights and buffers (None without a decay)."""
-    if not decay:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+class ModelEma(nn.Module):
+    """An exponential moving average of a model's weights, with a warm-up, to evaluate and export instead of them.
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    The decay of update ``t`` (counted from 0) is ``min(decay, (1 + t) / (10 + t))``: TensorFlow's
+    ``ExponentialMovingAverage`` rule with ``num_updates``, one of the two warm-ups timm's ``ModelEmaV3`` offers (the
+    other is a power law). Without a warm-up a decay of 0.999 keeps about ``0.999**t`` of the random initialisation
+    after ``t`` steps, so a run of a few hundred steps would export a network that guesses. With it, the average
+    spans roughly the last tenth of a short run and the last ``1 / (1 - decay)`` steps of a long one.
+
+    Parameters are averaged; buffers (batch-norm running statistics, counters) are copied from the model at every
+    update, as timm's ``ModelEmaV3(exclude_buffers=True)`` does: the running statistics are already an average
+    over recent batches, and a slow average of them would lag far behind the weights early in a run.
+
+    Args:
+        model: The network whose weights are averaged (unwrapped: not in DistributedDataParallel or compiled).
+        decay: The decay once the warm-up is over, e.g. 0.999.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"the EMA decay must lie between 0 and 1 (e.g. 0.999); got {decay}")
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        # Saved with the weights, so a resumed run continues the warm-up where it stopped.
+        self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
+
+    def current_decay(self) -> float:
+        """The decay the next update uses."""
+        t = int(self.n_updates)
+        return min(self.decay, (1 + t) / (10 + t))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s weights and take its buffers."""
+        weight = 1.0 - self.current_decay()
+        for average, current in zip(self.module.parameters(), model.parameters(), strict=True):
+            average.lerp_(current.detach(), weight)
+        for average, current in zip(self.module.buffers(), model.buffers(), strict=True):
+            average.copy_(current)
+        self.n_updates += 1
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Checkpoints of torch's AveragedModel, which this replaces, count the updates as n_averaged.
+        if prefix + "n_averaged" in state_dict and prefix + "n_updates" not in state_dict:
+            state_dict[prefix + "n_updates"] = state_dict.pop(prefix + "n_averaged").reshape(())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def build_ema(model: nn.Module, decay: float | None) -> ModelEma | None:
+    """The moving average of ``model``'s weights the run keeps (None without a decay); see `ModelEma`."""
+    return ModelEma(model, decay) if decay else None
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:

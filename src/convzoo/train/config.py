@@ -25,7 +25,7 @@ class TrainConfig:
     Attributes:
         model: Registered model name.
         data: Data set name (``digits``, ``shapes``, ``cifar10``, ...) or a path (.npz file or image folder).
-        data_root: Where named real data sets live (default: ``$CONVZOO_DATA`` or ``~/.cache/convzoo/data``).
+        data_root: Where named real data sets live (default: ``$CONVZOO_DATA``, else ``$CONVZOO_HOME/data``).
         recipe: Named recipe (see ``convzoo.train.RECIPES``).
         recipe_overrides: Recipe settings to change, e.g. ``{"epochs": 5, "lr": 0.05}``.
         model_args: Architecture overrides passed to ``create_model``.

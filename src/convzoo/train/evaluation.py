@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from convzoo.train.tasks import Batch, ClassificationTask, Task
+from convzoo.train.tasks import Batch, ClassificationTask, Reduce, Task
 from convzoo.train.tuning import autocast
 
 __all__ = ["evaluate", "to_channels_last"]
@@ -27,14 +27,25 @@ def evaluate(
     amp: str = "off",
     channels_last: bool = False,
     task: Task | None = None,
+    reduce: Reduce | None = None,
 ) -> dict[str, float]:
     """The evaluation metrics of ``task`` for ``model`` over ``loader``.
 
     For the default `ClassificationTask`: top-1 and top-5 accuracy (percent), mean cross-entropy and the number of
     images, as ``top1``, ``top5``, ``loss`` and ``n``.
 
+    Args:
+        model: The network.
+        loader: The evaluation batches (of a distributed run: this process's share of them).
+        device: Where the batches are.
+        amp: Autocast precision: ``"off"``, ``"bf16"`` or ``"fp16"``.
+        channels_last: Feed the images in the channels-last memory format.
+        task: What the metrics are; default: classification.
+        reduce: Sums numbers over the processes of a distributed run, each of which evaluated its own share, so
+            every process gets the metrics of the whole set; None: this process's batches only.
+
     Raises:
-        ValueError: The loader yields no images.
+        ValueError: The loader (of every process) yields no images.
     """
     task = task or ClassificationTask()
     metrics = task.eval_metrics()
@@ -50,6 +61,12 @@ def evaluate(
             metrics.update(batch, outputs)
             images += len(batch[0])
     model.train(was_training)
+    reduce = reduce or _unreduced
+    (images,) = reduce([images])
     if images == 0:
         raise ValueError("the evaluation data set is empty")
-    return metrics.compute()
+    return metrics.compute(reduce)
+
+
+def _unreduced(values: list[float]) -> list[float]:
+    return values

@@ -17,11 +17,13 @@ import torch.nn as nn
 
 from convzoo.train.tasks import ClassificationTask, Curve
 
-__all__ = ["PLOT_EVERY_S", "RunFolder", "TensorBoard", "plot_curves"]
+__all__ = ["LOG_FLOOR", "PLOT_EVERY_S", "RunFolder", "TensorBoard", "plot_curves"]
 
 # Drawing curves.png costs about half a second on a small CPU; during a run it is redrawn at most this often (and
 # always at the end, on Ctrl-C and on divergence), so short epochs are not slowed by plotting.
 PLOT_EVERY_S = 30.0
+# The lowest value a logarithmic panel of curves.png draws (an error of 0.01%: one image in 10,000).
+LOG_FLOOR = 0.01
 
 _FILES_NOTE = (
     "Files: `model.safetensors` (final weights; `convzoo.create_model(name, weights=...)`), `last.pt` and "
@@ -35,27 +37,46 @@ def plot_curves(
     *,
     title: str = "",
     curves: Sequence[Curve] = ClassificationTask.curves,
+    note: str = "",
 ) -> None:
-    """Training and test metrics against epochs, one panel per curve, as a PNG (error and loss by default)."""
+    """Training and test metrics against epochs, one panel per curve, as a PNG (error and loss by default).
+
+    A logarithmic panel draws values below `LOG_FLOOR` (a 0% error) at the floor, marked in its axis label.
+
+    Args:
+        history: The rows of metrics.csv.
+        path: The PNG to write.
+        title: The figure's title.
+        curves: The panels.
+        note: A line under the title, e.g. why the training loss sits above the test loss.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
     for ax, curve in zip(axes[0], curves):
-        ax.plot(epochs, [h[f"train_{curve.key}"] for h in history], "o-", label=f"training {curve.name}", markersize=3)
-        ax.plot(epochs, [h[f"test_{curve.key}"] for h in history], "o-", label=f"test {curve.name}", markersize=3)
-        ax.set_ylabel(curve.ylabel)
-    for ax in axes[0]:
+        ylabel = curve.ylabel
+        for split, name in (("train", "training"), ("test", "test")):
+            values = [h[f"{split}_{curve.key}"] for h in history]
+            if curve.log:
+                # A log axis keeps the late, small errors readable, but it has no place for 0: a perfect epoch is
+                # drawn at the floor (and the label says so) rather than dropping the line off the chart.
+                if min(values) < LOG_FLOOR:
+                    ylabel = f"{curve.ylabel}, below {LOG_FLOOR:g} drawn at {LOG_FLOOR:g}"
+                values = [max(v, LOG_FLOOR) for v in values]
+            ax.plot(epochs, values, "o-", label=f"{name} {curve.name}", markersize=3)
+        if curve.log:
+            ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole; a short run gets no 1.5
         ax.grid(alpha=0.3)
         ax.legend()
-    for ax, curve in zip(axes[0], curves):
-        if curve.log:
-            ax.set_yscale("log" if min(h[f"test_{curve.key}"] for h in history) > 0 else "linear")
-    fig.suptitle(title)
+    fig.suptitle(f"{title}\n{note}" if note else title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -93,11 +114,13 @@ class RunFolder:
         title: The run's name in the plot and the report, e.g. ``"resnet20 on digits"``.
         curves: The panels of ``curves.png``.
         writes: Whether this process writes (the main process of a distributed run).
+        note: A line under the title of ``curves.png``.
     """
 
-    def __init__(self, path: Path, *, title: str, curves: Sequence[Curve], writes: bool) -> None:
+    def __init__(self, path: Path, *, title: str, curves: Sequence[Curve], writes: bool, note: str = "") -> None:
         self.path = path
         self.title = title
+        self.note = note
         self.curves = tuple(curves)
         self.writes = writes
         self.last_plot = time.perf_counter()
@@ -116,7 +139,9 @@ class RunFolder:
         if not self.writes or not history:
             return
         with open(self.path / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            # Every column of any row: a run resumed from an older checkpoint may have gained one.
+            columns = list(dict.fromkeys(key for row in history for key in row))
+            writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(history)
         with open(self.path / "metrics.jsonl", "w") as f:
@@ -125,7 +150,7 @@ class RunFolder:
         if plot is None:
             plot = time.perf_counter() - self.last_plot >= PLOT_EVERY_S
         if plot:
-            plot_curves(history, self.path / "curves.png", title=self.title, curves=self.curves)
+            plot_curves(history, self.path / "curves.png", title=self.title, curves=self.curves, note=self.note)
             self.last_plot = time.perf_counter()
 
     def write_weights(self, model: nn.Module, name: str, *, metadata: dict[str, str] | None = None) -> None:

@@ -51,7 +51,7 @@ class Curve:
         key: The metric, as in the ``train_<key>`` and ``test_<key>`` columns of metrics.csv.
         name: How the legend names it ("training <name>", "test <name>").
         ylabel: The y axis label.
-        log: A logarithmic y axis while every test value is positive.
+        log: A logarithmic y axis; values below ``run_folder.LOG_FLOOR`` (a 0% error) are drawn at that floor.
     """
 
     key: str
@@ -210,16 +210,26 @@ class ClassificationTask(Task):
     percent and the mean cross-entropy of the main logits, without label smoothing. The best top-1 accuracy picks
     ``best.pt``.
 
+    With 5 classes or fewer every image is a top-5 hit, so the log and the report leave top-5 out; metrics.csv keeps
+    its ``test_top5`` column (100) so that its columns are the same for every data set.
+
     Args:
         label_smoothing: Label smoothing of the training loss.
+        num_classes: The number of classes (None: unknown; the `Trainer` sets it from the data).
     """
 
     best_metric = "top1"
     higher_is_better = True
     curves = (Curve("err", "error", "error (%)", log=True), Curve("loss", "loss", "cross-entropy"))
 
-    def __init__(self, *, label_smoothing: float = 0.0) -> None:
+    def __init__(self, *, label_smoothing: float = 0.0, num_classes: int | None = None) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.num_classes = num_classes
+
+    @property
+    def shows_top5(self) -> bool:
+        """Whether top-5 accuracy says anything: more than 5 classes (or an unknown number)."""
+        return self.num_classes is None or self.num_classes > 5
 
     def train_step(self, model: nn.Module, batch: Batch) -> StepOutput:
         x, y = batch
@@ -248,13 +258,14 @@ class ClassificationTask(Task):
     def describe(self, row: dict[str, Any]) -> str:
         return (
             f"train loss {row['train_loss']:.4f} err {row['train_err']:5.2f}%  test loss {row['test_loss']:.4f} err "
-            f"{row['test_err']:5.2f}% (top-5 err {100 - row['test_top5']:.2f}%)"
+            f"{row['test_err']:5.2f}%" + (f" (top-5 err {100 - row['test_top5']:.2f}%)" if self.shows_top5 else "")
         )
 
     def report(self, last: dict[str, Any], best: float) -> list[tuple[str, str]]:
+        top5 = [("final test top-5 error", f"{100 - last['test_top5']:.2f}%")] if self.shows_top5 else []
         return [
             ("final test error", f"{last['test_err']:.2f}%"),
-            ("final test top-5 error", f"{100 - last['test_top5']:.2f}%"),
+            *top5,
             ("best test accuracy", f"{best:.2f}%"),
             ("final training error", f"{last['train_err']:.2f}%"),
         ]

@@ -64,6 +64,8 @@ class RunResult:
         stopped_early: Whether Ctrl-C or a callback stopped the run (resume it with ``resume=True``).
         history: One row of metrics.csv per epoch.
         best: The best value of the task's ``best_metric``, the one ``best.pt`` holds.
+        is_main: Whether this is the process that writes and prints (rank 0 of a distributed run; the metrics are
+            the same on every process, reduced over all of them).
     """
 
     out: Path
@@ -76,6 +78,7 @@ class RunResult:
     stopped_early: bool
     history: list[dict[str, Any]]
     best: float | None = None
+    is_main: bool = True
 
 
 @dataclass
@@ -151,6 +154,8 @@ class Trainer:
             with process_switches(config):
                 torch.manual_seed(config.seed)
                 self.data = load_run_data(config, self.recipe, size, self.dist, self.device)
+                if isinstance(self.task, ClassificationTask) and self.task.num_classes is None:
+                    self.task.num_classes = self.data.num_classes  # decides whether the log shows top-5
                 model = build_model(config, self.data, self.dist, self.device)
                 self.step_format, self.format_note = choose_step_format(
                     config,
@@ -175,8 +180,13 @@ class Trainer:
         except BaseException:
             dist_utils.teardown(self.dist)
             raise
+        smoothing = self.recipe.label_smoothing
         self.folder = RunFolder(
-            self.out, title=f"{config.model} on {config.data}", curves=self.task.curves, writes=self.dist.is_main
+            self.out,
+            title=f"{config.model} on {config.data}",
+            curves=self.task.curves,
+            writes=self.dist.is_main,
+            note=f"training loss with label smoothing {smoothing:g}: above the test loss" if smoothing else "",
         )
 
     def _checkpoints(self) -> Checkpoints:
@@ -237,6 +247,7 @@ class Trainer:
             stopped_early=stopped,
             history=history,
             best=self.progress.best,
+            is_main=self.dist.is_main,
         )
 
     def _loop(self, tensorboard: TensorBoard | None) -> bool:
@@ -326,7 +337,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self.ema.update(self.model)
         metrics.update(batch, out.outputs, loss)
         return loss, lr
 
@@ -334,13 +345,16 @@ class Trainer:
         """Evaluate, keep the best score, log the epoch, and add its row to metrics.csv; the row."""
         train = result.metrics.compute(self._reduce)
         (samples,) = self._reduce([result.samples])
+        model = self._eval_model()
+        self._share_buffers(model)
         test = evaluate(
-            self._eval_model(),
+            model,
             self.data.test_loader,
             device=self.device,
             amp=self.step_format.amp,
             channels_last=self.step_format.channels_last,
             task=self.task,
+            reduce=self._reduce,
         )
         score = self._score(test)
         self.schedule.end_of_epoch(score if self.task.higher_is_better else -score)  # a plateau wants higher-better
@@ -352,6 +366,8 @@ class Trainer:
             "step": step,
             "lr": self.optimizer.param_groups[0]["lr"],
             **self.task.columns(train, test),
+            # The weights the test columns measure: those best.pt is picked by and model.safetensors exports.
+            "evaluated": "ema" if self.ema is not None else "model",
             "images_per_s": samples / max(1e-9, result.seconds),
             "seconds": result.seconds,
             "is_best": is_best,
@@ -374,6 +390,16 @@ class Trainer:
 
     def _reduce(self, values: list[float]) -> list[float]:
         return dist_utils.all_reduce_sum(values, self.dist, self.device)
+
+    def _share_buffers(self, model: nn.Module) -> None:
+        """Give every process rank 0's buffers, so that the shards of the test set are evaluated with one model.
+
+        Batch-norm statistics drift apart between processes after the last step (each normalised its own batches;
+        DistributedDataParallel would send rank 0's at the next forward pass). Rank 0's are the ones it saves.
+        """
+        if self.dist.enabled:
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -425,6 +451,8 @@ class Trainer:
         from convzoo.analysis import count_params
 
         cfg, r, data = self.config, self.recipe, self.data
+        settings = {k: v for k, v in r.as_dict().items() if k not in ("name", "source")}
+        settings |= {"ema": cfg.ema, "amp": cfg.amp, "channels_last": cfg.channels_last, "seed": cfg.seed}
         return [
             f"Finished {datetime.datetime.now().isoformat(timespec='seconds')} in {seconds:.1f} s on {self.device}"
             + (f" x{self.dist.world_size} processes" if self.dist.enabled else "")
@@ -435,7 +463,21 @@ class Trainer:
             f"{'x'.join(map(str, data.train_set.image_size))}.",
             f"Recipe: {r.name} ({r.source}).",
             f"Step format: {self.format_note}.",
-            f"Settings: {json.dumps({k: v for k, v in r.as_dict().items() if k not in ('name', 'source')})}",
+            (
+                f"EMA: on, decay {cfg.ema} after a warm-up of min(decay, (1 + t) / (10 + t)) at update t; the test "
+                f"metrics, best.pt and model.safetensors are of the averaged weights."
+                if self.ema is not None
+                else "EMA: off; the test metrics, best.pt and model.safetensors are of the trained weights."
+            ),
+            f"Settings: {json.dumps(settings)}",
+            *(
+                [
+                    f"Label smoothing {r.label_smoothing:g}: the training loss is measured against smoothed targets, "
+                    f"so it sits above the test loss (plain cross-entropy) even when the network fits the data."
+                ]
+                if r.label_smoothing
+                else []
+            ),
         ]
 
 
