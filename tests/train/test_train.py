@@ -10,29 +10,12 @@ import torch
 
 import convzoo
 from convzoo.cli import main
-from convzoo.train import TrainConfig, Trainer, TrainingDiverged, load_checkpoint, load_trained, train
+from convzoo.train import Trainer, TrainingDiverged, load_checkpoint, load_trained, train
 from convzoo.weights import WeightsError
 
-# Small and fast: ResNet-20 on 16x16 digits, 2 epochs.
-FAST = {"epochs": 2, "batch_size": 64}
 
-
-def config(tmp_path, name="run", **kwargs):
-    settings = {
-        "model": "resnet20",
-        "data": "digits",
-        "image_size": 16,
-        "recipe_overrides": dict(FAST),
-        "out": str(tmp_path / name),
-        "progress": False,
-        "deterministic": True,
-    }
-    settings.update(kwargs)
-    return TrainConfig(**settings)
-
-
-def test_a_short_run_writes_its_folder_and_learns(tmp_path):
-    result = train(config(tmp_path))
+def test_a_short_run_writes_its_folder_and_learns(tmp_path, fast_config):
+    result = train(fast_config())
     files = {p.name for p in result.out.iterdir()}
     assert {"last.pt", "best.pt", "model.safetensors", "best.safetensors", "metrics.csv", "metrics.jsonl"} <= files
     assert {"curves.png", "report.md"} <= files
@@ -45,10 +28,10 @@ def test_a_short_run_writes_its_folder_and_learns(tmp_path):
     assert model.conv1.in_channels == 1
 
 
-def test_resume_after_interruption_reaches_the_same_weights(tmp_path):
-    straight = train(config(tmp_path, "straight", recipe_overrides={"epochs": 3, "batch_size": 64}))
+def test_resume_after_interruption_reaches_the_same_weights(tmp_path, fast_config):
+    straight = train(fast_config("straight", recipe_overrides={"epochs": 3, "batch_size": 64}))
 
-    cfg = config(tmp_path, "interrupted", recipe_overrides={"epochs": 3, "batch_size": 64})
+    cfg = fast_config("interrupted", recipe_overrides={"epochs": 3, "batch_size": 64})
 
     def stop_mid_epoch_two(state):
         if state.step == 30:  # 22 steps per epoch: the 8th step of epoch 2
@@ -66,47 +49,47 @@ def test_resume_after_interruption_reaches_the_same_weights(tmp_path):
     assert [r["test_top1"] for r in resumed.history] == [r["test_top1"] for r in straight.history]
 
 
-def test_existing_folder_is_never_overwritten_and_resume_checks_settings(tmp_path):
+def test_existing_folder_is_never_overwritten_and_resume_checks_settings(tmp_path, fast_config):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="already holds files; pass --resume"):
-        train(config(tmp_path, "taken"))
+        train(fast_config("taken"))
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     with pytest.raises(FileNotFoundError, match="cannot resume"):
-        train(config(tmp_path, "taken", resume=True))
-    done = train(config(tmp_path, "done", recipe_overrides={"epochs": 1, "batch_size": 64}))
+        train(fast_config("taken", resume=True))
+    done = train(fast_config("done", recipe_overrides={"epochs": 1, "batch_size": 64}))
     before = (done.out / "last.pt").read_bytes()
     with pytest.raises(ValueError, match=r"changed settings[\s\S]*seed: 0 -> 1"):
-        train(config(tmp_path, "done", recipe_overrides={"epochs": 1, "batch_size": 64}, resume=True, seed=1))
+        train(fast_config("done", recipe_overrides={"epochs": 1, "batch_size": 64}, resume=True, seed=1))
     assert (done.out / "last.pt").read_bytes() == before
 
 
-def test_divergence_stops_with_step_and_rate_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_divergence_stops_with_step_and_rate_and_keeps_the_last_good_checkpoint(tmp_path, fast_config):
     def poison(state):
         if state.step == 25:
             with torch.no_grad():
                 state.trainer.model.fc.weight.fill_(float("nan"))
 
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 25 \(epoch 2, learning rate"):
-        Trainer(config(tmp_path), callbacks=[poison]).run()
+        Trainer(fast_config(), callbacks=[poison]).run()
     kept = load_checkpoint(tmp_path / "run" / "last.pt")
     assert kept["epoch"] == 1 and torch.isfinite(kept["model"]["state_dict"]["fc.weight"]).all()
 
 
-def test_bad_input_fails_before_anything_is_written(tmp_path):
+def test_bad_input_fails_before_anything_is_written(tmp_path, fast_config):
     with pytest.raises(KeyError, match="unknown model name"):
-        train(config(tmp_path, model="resnet21"))
+        train(fast_config(model="resnet21"))
     with pytest.raises(KeyError, match="unknown recipe"):
-        train(config(tmp_path, recipe="fastest"))
+        train(fast_config(recipe="fastest"))
     with pytest.raises(FileNotFoundError):
-        train(config(tmp_path, data=str(tmp_path / "missing.npz")))
+        train(fast_config(data=str(tmp_path / "missing.npz")))
     with pytest.raises(ValueError, match="fewer than one batch"):
-        train(config(tmp_path, recipe_overrides={"epochs": 1, "batch_size": 4096}))
+        train(fast_config(recipe_overrides={"epochs": 1, "batch_size": 4096}))
     with pytest.raises(ValueError, match="--sync-bn needs CUDA"):
-        train(config(tmp_path, sync_bn=True, device="cpu"))
+        train(fast_config(sync_bn=True, device="cpu"))
     with pytest.raises(ValueError, match="amp must be one of"):
-        train(config(tmp_path, amp="fp8"))
+        train(fast_config(amp="fp8"))
     assert not (tmp_path / "run").exists()
 
 
@@ -124,8 +107,8 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(weights_only)
 
 
-def test_eval_and_predict_commands(tmp_path, capsys):
-    result = train(config(tmp_path, recipe_overrides={"epochs": 1, "batch_size": 64}))
+def test_eval_and_predict_commands(tmp_path, capsys, fast_config):
+    result = train(fast_config(recipe_overrides={"epochs": 1, "batch_size": 64}))
     capsys.readouterr()
     assert main(["eval", str(result.out / "best.pt")]) == 0
     out = capsys.readouterr().out
@@ -207,9 +190,9 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert abs(a["history"][-1]["train_loss"] - b["history"][-1]["train_loss"]) < 1e-4
 
 
-def test_mixed_precision_channels_last_clipping_and_ema(tmp_path):
+def test_mixed_precision_channels_last_clipping_and_ema(tmp_path, fast_config):
     result = train(
-        config(tmp_path, amp="bf16", channels_last=True, clip_grad=1.0, ema=0.9, deterministic=False),
+        fast_config(amp="bf16", channels_last=True, clip_grad=1.0, ema=0.9, deterministic=False),
     )
     assert result.test_top1 > 50
     saved = load_checkpoint(result.out / "last.pt")

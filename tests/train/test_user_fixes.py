@@ -7,27 +7,11 @@ import torch
 
 from convzoo.train import TrainConfig, Trainer, load_checkpoint, load_trained, train
 
-FAST = {"epochs": 2, "batch_size": 64}
 
-
-def config(tmp_path, name="run", **kwargs):
-    settings = {
-        "model": "resnet20",
-        "data": "digits",
-        "image_size": 16,
-        "recipe_overrides": dict(FAST),
-        "out": str(tmp_path / name),
-        "progress": False,
-        "deterministic": True,
-    }
-    settings.update(kwargs)
-    return TrainConfig(**settings)
-
-
-def test_ema_of_a_short_run_learns_and_is_what_the_run_evaluates_and_reports(tmp_path):
+def test_ema_of_a_short_run_learns_and_is_what_the_run_evaluates_and_reports(tmp_path, fast_config):
     # 44 steps: without a warm-up a decay of 0.999 would keep 96% of the random initialisation.
-    plain = train(config(tmp_path, "plain"))
-    averaged = train(config(tmp_path, "ema", ema=0.999))
+    plain = train(fast_config("plain"))
+    averaged = train(fast_config("ema", ema=0.999))
     assert plain.test_top1 > 60
     assert averaged.test_top1 > 60 and averaged.test_top1 > plain.test_top1 - 15
     assert [row["evaluated"] for row in averaged.history] == ["ema", "ema"]
@@ -65,10 +49,10 @@ def test_ema_warm_up_and_buffers():
         ModelEma(net, 1.5)
 
 
-def test_resume_with_ema_is_bitwise(tmp_path):
+def test_resume_with_ema_is_bitwise(tmp_path, fast_config):
     recipe = {"epochs": 2, "batch_size": 64}
-    straight = train(config(tmp_path, "straight", recipe_overrides=recipe, ema=0.99))
-    cfg = config(tmp_path, "interrupted", recipe_overrides=recipe, ema=0.99)
+    straight = train(fast_config("straight", recipe_overrides=recipe, ema=0.99))
+    cfg = fast_config("interrupted", recipe_overrides=recipe, ema=0.99)
 
     def stop(state):
         if state.step == 30:
