@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import convzoo
+
 EXPECT = Path(__file__).parent / "expect"
 
 
@@ -34,6 +36,23 @@ class Golden:
     def __init__(self, directory: Path, regenerate: bool) -> None:
         self.directory = directory
         self.regenerate = regenerate
+
+    @staticmethod
+    def calibrated_logits(name: str, size: int) -> torch.Tensor:
+        """float64 logits of a seeded ``name`` (10 classes) whose batch norms were calibrated on the seeded input.
+
+        An untrained network normalises with the initial statistics (mean 0, variance 1); one training-mode pass with
+        momentum 1 sets them to the batch's, so the golden logits exercise every layer at a realistic scale.
+        """
+        torch.manual_seed(0)
+        model = convzoo.create_model(name, num_classes=10).double()
+        x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = 1.0
+        with torch.no_grad():
+            model.train()(x)
+            return model.eval()(x)
 
     def path(self, name: str) -> Path:
         return self.directory / f"{name}.json"

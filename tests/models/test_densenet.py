@@ -254,20 +254,7 @@ def test_too_small_input_is_explained():
         convzoo.create_model("densenet121").eval()(torch.randn(1, 3, 31, 31))
 
 
-def golden_logits(name: str, size: int) -> torch.Tensor:
-    """Logits of a seeded network whose batch norms were calibrated on the (seeded) input, in float64."""
-    torch.manual_seed(0)
-    model = convzoo.create_model(name, num_classes=10).double()
-    x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 1.0
-    with torch.no_grad():
-        model.train()(x)
-        return model.eval()(x)
-
-
 @pytest.mark.parametrize("name", sorted(TABLE_2))
 def test_golden_outputs(name, golden):
     """No installed library has the CIFAR DenseNets; these outputs pin the implementation down."""
-    golden(name, {"logits": golden_logits(name, 8)}, model=name, input=[2, 3, 8, 8])
+    golden(name, {"logits": golden.calibrated_logits(name, 8)}, model=name, input=[2, 3, 8, 8])

@@ -308,20 +308,7 @@ def test_cards_cite_the_tables():
 GOLDEN = {"mobilenet_v1": 64, "mobilenet_v1_025": 64}
 
 
-def golden_logits(name: str, size: int) -> torch.Tensor:
-    """Logits of a seeded network whose batch norms were calibrated on the (seeded) input, in float64."""
-    torch.manual_seed(0)
-    model = convzoo.create_model(name, num_classes=10).double()
-    x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 1.0
-    with torch.no_grad():
-        model.train()(x)
-        return model.eval()(x)
-
-
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_golden_outputs(name, golden):
     size = GOLDEN[name]
-    golden(name, {"logits": golden_logits(name, size)}, model=name, input=[2, 3, size, size])
+    golden(name, {"logits": golden.calibrated_logits(name, size)}, model=name, input=[2, 3, size, size])

@@ -422,19 +422,7 @@ def test_cards_cite_the_tables():
     assert mobile.paper.year == 2018 and mobile.paper.venue == "CVPR" and mobile.top1_accuracy() == 74.0
 
 
-def golden_logits(size: int) -> torch.Tensor:
-    """Logits of a seeded NASNet-A Mobile whose batch norms were calibrated on the (seeded) input, in float64."""
-    torch.manual_seed(0)
-    model = convzoo.create_model("nasnet_a_mobile", num_classes=10).double()
-    x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 1.0
-    with torch.no_grad():
-        model.train()(x)
-        return model.eval()(x)
-
-
 def test_golden_outputs(golden):
     # 48 pixels: the stem convolution leaves 23, then 12, 6, 3 and 2: symmetric and lopsided "SAME" padding alike.
-    golden("nasnet_a_mobile", {"logits": golden_logits(48)}, model="nasnet_a_mobile", input=[2, 3, 48, 48])
+    name = "nasnet_a_mobile"
+    golden(name, {"logits": golden.calibrated_logits(name, 48)}, model=name, input=[2, 3, 48, 48])
