@@ -125,6 +125,18 @@ CASES = [
         TypeError,
         r"^list_models: pattern must be a shell-style pattern or a list of them; got 42$",
     ),
+    Bad(
+        "a misspelt name to count parameters of",
+        lambda d: convzoo.count_params("resnt20"),
+        KeyError,
+        r"^unknown model name 'resnt20'; did you mean resnet20\b",
+    ),
+    Bad(
+        "something that is no network to count parameters of",
+        lambda d: convzoo.count_params(42),
+        TypeError,
+        r"^count_params takes an nn.Module or a registered model name; got int$",
+    ),
     # Inputs of the wrong shape.
     Bad(
         "one image without a batch dimension",

@@ -317,3 +317,9 @@ def test_compare_marks_a_noisy_measurement_and_shows_progress(monkeypatch, capsy
     clocks = iter([fake_clock([1, 1, 1])])
     compare_models(["resnet20"], timing=timing, progress=False)
     assert terminal.getvalue() == ""
+
+
+def test_counts_take_a_registered_name_as_summary_does():
+    model = convzoo.create_model("resnet20")
+    assert convzoo.count_params("resnet20") == convzoo.count_params(model) == 269_722
+    assert convzoo.count_macs("resnet20", 32) == convzoo.count_macs(model, (3, 32, 32)) == 40_551_040

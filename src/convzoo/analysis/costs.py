@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from convzoo.analysis.input_size import model_in_chans, parse_input_size
+from convzoo.factory import create_model
 
 aten = torch.ops.aten
 
@@ -93,8 +94,24 @@ class MacCounter(TorchDispatchMode):
         return out
 
 
-def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
-    """Number of parameters (shared tensors counted once)."""
+def as_module(model: nn.Module | str, what: str) -> nn.Module:
+    """``model`` itself, or the registered network of that name built on the meta device (no memory, no values).
+
+    Raises:
+        TypeError: For anything but an nn.Module or a name.
+        KeyError: For an unknown name, listing the closest registered ones.
+    """
+    if isinstance(model, str):
+        with torch.device("meta"):
+            return create_model(model)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{what} takes an nn.Module or a registered model name; got {type(model).__name__}")
+    return model
+
+
+def count_params(model: nn.Module | str, *, trainable_only: bool = False) -> int:
+    """Number of parameters (shared tensors counted once) of a network or of a registered model name."""
+    model = as_module(model, "count_params")
     seen: dict[int, int] = {}
     for p in model.parameters():
         if not trainable_only or p.requires_grad:
@@ -103,13 +120,15 @@ def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
 
 
 def count_macs(
-    model: nn.Module, input_size: int | str | Sequence[int], *, device: str | torch.device | None = None
+    model: nn.Module | str, input_size: int | str | Sequence[int], *, device: str | torch.device | None = None
 ) -> int:
     """Multiply-adds of one forward pass on a single image of ``input_size``, in eval mode.
 
-    ``input_size`` takes the forms of `convzoo.analysis.parse_input_size`: (C, H, W), (N, C, H, W), (H, W), an int
-    for a square image, or text such as ``"3x224x224"``.
+    ``model`` is a network or a registered model name (built on the meta device). ``input_size`` takes the forms of
+    `convzoo.analysis.parse_input_size`: (C, H, W), (N, C, H, W), (H, W), an int for a square image, or text such
+    as ``"3x224x224"``.
     """
+    model = as_module(model, "count_macs")
     input_size = parse_input_size(input_size, in_chans=model_in_chans(model))
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from convzoo.analysis.costs import InferenceState, MacCounter, count_macs, count_params
+from convzoo.analysis.costs import InferenceState, MacCounter, as_module, count_macs, count_params
 from convzoo.analysis.fields import FieldTracker, ReceptiveField, format_number
 from convzoo.analysis.input_size import INPUT_SIZE_FORMS, model_in_chans, parse_input_size
-from convzoo.factory import create_model
 from convzoo.registry import get_model_card
 
 __all__ = ["LayerRow", "Summary", "count_macs", "count_params", "summary"]
@@ -359,11 +358,8 @@ def summary(
         KeyError: For an unknown model name.
     """
     if isinstance(model, str):
-        with torch.device("meta"):
-            model = create_model(model)
         device = "meta"
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"summary takes an nn.Module or a registered model name; got {type(model).__name__}")
+    model = as_module(model, "summary")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise ValueError(f"depth must be a whole number of nesting levels, 0 or more; got {depth!r}")
     name = getattr(model, "model_name", type(model).__name__)
