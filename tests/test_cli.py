@@ -119,13 +119,13 @@ def test_models_measures_once_and_prints_the_same(monkeypatch, capsys):
     def no_building(*args, **kwargs):
         raise AssertionError("the counts should come from the cache")
 
-    monkeypatch.setattr(convzoo, "create_model", no_building)
+    from convzoo.analysis import costs
+
+    monkeypatch.setattr(costs, "create_model", no_building)
     assert main(["models", "resnet2*", "--sort", "params"]) == 0
     assert capsys.readouterr().out == first
     # Changed source: measured again.
-    from convzoo.cli import zoo
-
-    monkeypatch.setattr(zoo, "_source_fingerprint", lambda: "changed")
+    monkeypatch.setattr(costs, "_source_fingerprint", lambda: "changed")
     with pytest.raises(AssertionError, match="the counts should come from the cache"):
         main(["models", "resnet2*"])
 

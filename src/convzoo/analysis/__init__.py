@@ -1,6 +1,6 @@
 """Analyses of a network's structure and cost: summary tables, receptive fields, comparisons."""
 
-from convzoo.analysis.costs import count_macs, count_params
+from convzoo.analysis.costs import count_macs, count_params, model_costs
 from convzoo.analysis.fields import ReceptiveField
 from convzoo.analysis.input_size import model_in_chans, parse_input_size
 from convzoo.analysis.receptive import (
@@ -21,6 +21,7 @@ __all__ = [
     "count_params",
     "effective_receptive_field",
     "measure_receptive_field",
+    "model_costs",
     "model_in_chans",
     "parse_input_size",
     "plot_effective_receptive_field",

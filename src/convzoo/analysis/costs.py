@@ -5,7 +5,11 @@ The counting conventions are stated once, in ``convzoo.analysis.summary``.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,8 +18,10 @@ from torch._C import DispatchKey
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from convzoo._files import convzoo_home, write_atomically
 from convzoo.analysis.input_size import model_in_chans, parse_input_size
 from convzoo.factory import create_model
+from convzoo.registry import get_model_card
 
 aten = torch.ops.aten
 
@@ -220,3 +226,42 @@ def _affine_stand_in(norm: nn.Module):
         return _ScaleShift.apply(x, scale, bias.view(shape) if bias is not None else None)
 
     return forward
+
+
+def _source_fingerprint() -> str:
+    """What the parameter and multiply-add counts depend on: convzoo's source files and the torch version."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha1(torch.__version__.encode())
+    for file in sorted(package.rglob("*.py")):
+        digest.update(str(file.relative_to(package)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def model_costs(names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Parameters and multiply-adds of each registered model at its card's input size.
+
+    Measuring builds and traces every network on the meta device, about a tenth of a second each, so the counts are
+    kept in ``$CONVZOO_HOME/model-costs.json`` under a fingerprint of the source and the torch version: any change
+    to either measures again. A home that cannot be written only costs the next call the measurement.
+    """
+    from tqdm import tqdm
+
+    path = convzoo_home() / "model-costs.json"
+    fingerprint = _source_fingerprint()
+    try:
+        stored = json.loads(path.read_text())
+        known = stored["models"] if stored.get("fingerprint") == fingerprint else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        known = {}
+    costs = {n: (int(known[n][0]), int(known[n][1])) for n in names if isinstance(known.get(n), list)}
+    missing = [n for n in names if n not in costs]
+    for name in tqdm(missing, desc="measuring", unit="model", leave=False, disable=len(missing) < 8 or None):
+        model = as_module(name, "model_costs")
+        costs[name] = (count_params(model), count_macs(model, get_model_card(name).input_size, device="meta"))
+    if missing:
+        merged = {**known, **{n: list(c) for n, c in costs.items()}}
+        text = json.dumps({"fingerprint": fingerprint, "models": merged}, indent=0, sort_keys=True)
+        with contextlib.suppress(OSError):
+            write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+    return costs

@@ -4,73 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from convzoo.cli._args import add_command, parse_input
 
 
-def _source_fingerprint() -> str:
-    """What the parameter and multiply-add counts depend on: convzoo's source files and the torch version."""
-    import hashlib
-    from importlib.metadata import version
-
-    import convzoo
-
-    package = Path(convzoo.__file__).resolve().parent
-    digest = hashlib.sha1(version("torch").encode())
-    for file in sorted(package.rglob("*.py")):
-        digest.update(str(file.relative_to(package)).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
-def _model_costs(names: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """Parameters and multiply-adds of each model at its card's input size.
-
-    Measuring builds and traces every network on the meta device, about a tenth of a second each, so the counts are
-    kept in ``$CONVZOO_HOME/model-costs.json`` under a fingerprint of the source: any change to the code measures
-    again.
-    """
-    import contextlib
-    import json
-
-    import torch
-    from tqdm import tqdm
-
-    import convzoo
-    from convzoo._files import convzoo_home, write_atomically
-
-    path = convzoo_home() / "model-costs.json"
-    fingerprint = _source_fingerprint()
-    try:
-        stored = json.loads(path.read_text())
-        known = stored["models"] if stored.get("fingerprint") == fingerprint else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        known = {}
-    costs = {n: (int(known[n][0]), int(known[n][1])) for n in names if isinstance(known.get(n), list)}
-    missing = [n for n in names if n not in costs]
-    for name in tqdm(missing, desc="measuring", unit="model", leave=False, disable=len(missing) < 8 or None):
-        with torch.device("meta"):
-            model = convzoo.create_model(name)
-        input_size = convzoo.get_model_card(name).input_size
-        costs[name] = (convzoo.count_params(model), convzoo.count_macs(model, input_size, device="meta"))
-    if missing:
-        merged = {**known, **{n: list(c) for n, c in costs.items()}}
-        text = json.dumps({"fingerprint": fingerprint, "models": merged}, indent=0, sort_keys=True)
-        with contextlib.suppress(OSError):  # a read-only home only costs the next call the measurement
-            write_atomically(path, lambda tmp: Path(tmp).write_text(text))
-    return costs
-
-
 def _cmd_models(args: argparse.Namespace) -> int:
     import convzoo
+    from convzoo.analysis import model_costs
 
     names = convzoo.list_models(args.pattern or "*")
     if not names:
         print(f"no registered model matches {args.pattern!r}; try `convzoo models` for the full list", file=sys.stderr)
         return 1
-    costs = _model_costs(names)
+    costs = model_costs(names)
     rows = []
     for name in names:
         card = convzoo.get_model_card(name)
