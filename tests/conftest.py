@@ -17,6 +17,17 @@ def _seed_and_threads():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _weights_registry_restored():
+    """Weights a test registers are forgotten after it, so no test sees another's entries."""
+    from convzoo.pretrained import entries
+
+    before = dict(entries._builtin())
+    yield
+    entries._WEIGHTS.clear()
+    entries._WEIGHTS.update(before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_convzoo_home(tmp_path_factory):
     """Caches (downloaded weights, measured step formats) go to a fresh folder, not the user's."""

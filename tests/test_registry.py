@@ -17,6 +17,8 @@ def test_list_models_patterns():
         "wide_resnet101_2",
         "wrn16_8",
         "wrn28_10",
+        "wrn40_1",
+        "wrn40_2",
         "wrn40_4",
     ]
     resnets = convzoo.list_models(family="resnet")
@@ -30,7 +32,7 @@ def test_every_named_network_of_the_residual_family_is_registered():
         [f"resnet{d}" for d in (18, 34, 50, 101, 152, 20, 32, 44, 56, 110, 1202)]
         + [f"plain{d}" for d in (18, 34, 50, 101, 152, 20, 32, 44, 56, 110, 1202)]
         + [f"preact_resnet{d}" for d in (18, 34, 50, 101, 152, 110, 164, 1001)]
-        + ["wrn16_8", "wrn28_10", "wrn40_4", "wide_resnet50_2", "wide_resnet101_2"]
+        + ["wrn16_8", "wrn28_10", "wrn40_1", "wrn40_2", "wrn40_4", "wide_resnet50_2", "wide_resnet101_2"]
         + ["resnext50_32x4d", "resnext101_32x4d", "resnext101_32x8d", "resnext101_64x4d"]
         + ["resnext29_8x64d", "resnext29_16x64d"]
         + [f"se_resnet{d}" for d in (18, 34, 50, 101, 152)]

@@ -12,13 +12,14 @@ import pytest
 import torch
 
 import convzoo
+import convzoo.pretrained.entries
 import convzoo.weights
+from convzoo.pretrained import register_weights
 from convzoo.weights import (
     WeightsDownloadError,
     WeightsError,
     cached_path,
     read_state_dict,
-    register_weights,
     resolve_weights,
 )
 
@@ -319,7 +320,8 @@ def test_another_architecture_is_an_error_without_a_classifier_warning(tmp_path)
 
 
 def test_pretrained_means_the_default_registered_weights(tmp_path, monkeypatch, net):
-    monkeypatch.setattr(convzoo.weights, "_WEIGHTS", {})
+    monkeypatch.setattr(convzoo.pretrained.entries, "_WEIGHTS", {})
+    monkeypatch.setattr(convzoo.pretrained.entries, "_loaded", True)  # without the built-in entries
     assert convzoo.list_models(pretrained=True) == []
     with pytest.raises(WeightsError, match=r"resnet20: no weights are registered for it[\s\S]*weights='path/to/file"):
         convzoo.create_model("resnet20", pretrained=True)

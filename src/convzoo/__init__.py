@@ -5,13 +5,12 @@ import convzoo.models  # noqa: F401
 from convzoo.analysis import count_macs, count_params, summary
 from convzoo.factory import create_model
 from convzoo.models.base import ConvNet, FeatureExtractor, FeatureInfo
+from convzoo.pretrained import Preprocessing, WeightsEntry, get_weights, list_weights, register_weights
 from convzoo.registry import ModelCard, Paper, Reported, get_model_card, list_models, register_model
 from convzoo.weights import (
     WeightsError,
-    list_weights,
     load_weights,
     read_state_dict,
-    register_weights,
     save_weights,
 )
 
@@ -23,13 +22,16 @@ __all__ = [
     "FeatureInfo",
     "ModelCard",
     "Paper",
+    "Preprocessing",
     "Reported",
+    "WeightsEntry",
     "WeightsError",
     "__version__",
     "count_macs",
     "count_params",
     "create_model",
     "get_model_card",
+    "get_weights",
     "list_models",
     "list_weights",
     "load_weights",

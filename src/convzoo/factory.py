@@ -9,8 +9,9 @@ from typing import Any
 import torch.nn as nn
 
 from convzoo.models.base import FeatureExtractor
+from convzoo.pretrained import default_weights, find_weights
 from convzoo.registry import get_builder, get_model_card
-from convzoo.weights import WeightsError, list_weights, load_weights
+from convzoo.weights import WeightsError, load_weights
 
 
 def create_model(
@@ -33,8 +34,11 @@ def create_model(
         in_chans: Input image channels; None means the model card's (3 for colour images, 1 for LeNet-5's digits).
         weights: A weights file (safetensors or PyTorch checkpoint), an http(s)/file URL, or a registered weights
             name. A checkpoint whose classifier has another number of classes loads everything but the classifier.
-        pretrained: Load the model's default registered weights (the first of ``list_weights(name)``), as
-            ``weights=`` that entry's name would; False loads nothing.
+            A registered entry also sets the architecture settings it needs and is kept as ``model.weights_entry``
+            (its ``transforms()`` prepares images for it).
+        pretrained: Load the model's default registered weights (``convzoo.pretrained.default_weights(name)``: for
+            the CIFAR networks the weights shipped with the package), as ``weights=`` that entry's name would; False
+            loads nothing.
         features_only: Return a `FeatureExtractor` that outputs the feature maps at ``out_indices``.
         out_indices: Which ``feature_info`` tap points a feature extractor returns (default: all).
         **arch_overrides: Architecture settings of the model's family, e.g. ``zero_init_residual=True``,
@@ -48,6 +52,15 @@ def create_model(
             registered weights.
     """
     card = get_model_card(name)
+    if pretrained:
+        weights = _default_weights(name, weights, pretrained)
+    entry = find_weights(os.fspath(weights)) if isinstance(weights, (str, os.PathLike)) else None
+    if entry is not None:
+        # What the weights were trained with (classes, input channels, e.g. transform_input), unless chosen here.
+        arch_overrides = {**entry.model_args, **arch_overrides}
+        num_classes = entry.num_classes if num_classes is None else num_classes
+        if in_chans is None and entry.preprocessing is not None:
+            in_chans = entry.preprocessing.channels
     if num_classes is None:
         num_classes = card.num_classes
     if in_chans is None:
@@ -58,11 +71,10 @@ def create_model(
         raise ValueError(f"{name}: in_chans must be a positive int; got {in_chans!r}")
     if out_indices is not None and not features_only:
         raise TypeError(f"{name}: out_indices only applies with features_only=True")
-    if pretrained:
-        weights = _default_weights(name, weights, pretrained)
     model = get_builder(name)(num_classes=num_classes, in_chans=in_chans, **arch_overrides)
     model.model_name = name
     model.card = card
+    model.weights_entry = entry
     if weights is not None:
         _load_pretrained(model, weights, name)
     if features_only:
@@ -83,12 +95,12 @@ def _default_weights(name: str, weights: str | os.PathLike[str] | None, pretrain
         raise TypeError(f"{name}: pretrained must be True or False; got {pretrained!r}")
     if weights is not None:
         raise TypeError(f"{name}: give pretrained=True or weights={os.fspath(weights)!r}, not both")
-    entries = list_weights(name)
-    if not entries:
+    entry = default_weights(name)
+    if entry is None:
         raise WeightsError(
             f"{name}: no weights are registered for it, so pretrained=True has nothing to load. Load a file "
             f"instead: create_model({name!r}, weights='path/to/file.safetensors'), or weights= the path of a PyTorch "
             f"checkpoint (torchvision's load as they are for the families that share its module names). "
             f"convzoo.register_weights(name, model={name!r}, source=...) makes a file the one pretrained=True loads"
         )
-    return entries[0].name
+    return entry.name

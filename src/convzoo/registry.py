@@ -19,7 +19,7 @@ from typing import Any
 import torch.nn as nn
 
 from convzoo.data.stats import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
-from convzoo.weights import list_weights
+from convzoo.pretrained import list_weights
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ weights are written as safetensors.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import pickle
@@ -15,13 +16,14 @@ import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from convzoo._files import convzoo_home, write_atomically
+from convzoo.layouts import apply_settings, describe_state_dict, detect_layout, get_layout, guess_architecture
+from convzoo.pretrained.entries import WeightsEntry, find_weights, list_weights, package_file
 
 # Wrappers that training scripts commonly put around a state_dict, tried in this order.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
@@ -35,52 +37,6 @@ class WeightsError(ValueError):
 
 class WeightsDownloadError(WeightsError, OSError):
     """Weights could not be downloaded."""
-
-
-@dataclass(frozen=True)
-class WeightsEntry:
-    """Weights registered under a name: where they live and how to check them."""
-
-    name: str
-    model: str
-    source: str
-    sha256: str | None = None
-    num_classes: int | None = None
-    description: str = ""
-
-
-_WEIGHTS: dict[str, WeightsEntry] = {}
-
-
-def register_weights(
-    name: str,
-    *,
-    model: str,
-    source: str | os.PathLike[str],
-    sha256: str | None = None,
-    num_classes: int | None = None,
-    description: str = "",
-) -> WeightsEntry:
-    """Register a weights file (a path, or an http(s)/file URL) under ``name`` for use as ``weights=name``.
-
-    Args:
-        name: The name to register, e.g. ``"resnet50.my_imagenet_run"``.
-        model: The registered model these weights belong to.
-        source: Path or URL of the file.
-        sha256: Expected SHA-256 of the file, checked before loading.
-        num_classes: Classes of the stored classifier, if known.
-        description: Free text.
-    """
-    if name in _WEIGHTS:
-        raise ValueError(f"weights name {name!r} is already registered (for {_WEIGHTS[name].model})")
-    entry = WeightsEntry(name, model, os.fspath(source), sha256, num_classes, description)
-    _WEIGHTS[name] = entry
-    return entry
-
-
-def list_weights(model: str | None = None) -> list[WeightsEntry]:
-    """Registered weights, optionally only those of one model."""
-    return [w for w in _WEIGHTS.values() if model is None or w.model == model]
 
 
 def cache_dir() -> Path:
@@ -99,10 +55,13 @@ def _sha256(path: Path) -> str:
 def resolve_weights(weights: str | os.PathLike[str], model_name: str | None = None) -> Path:
     """Turn ``weights=`` (a path, a URL or a registered name) into a local file, checking its SHA-256 where known.
 
-    A ``file://`` URL is read where it lies; an ``http(s)://`` one is downloaded once into `cache_dir`, in a folder
-    named after a hash of the whole URL, so two URLs ending in the same file name never share a cached file. The
-    expected SHA-256 comes from a registered entry, a ``#sha256=<hex>`` fragment of the URL, or the hash prefix that
-    torchvision puts in its file names (``resnet50-0676ba61.pth``: the first hex digits of the file's SHA-256).
+    A registered entry's file is looked for in the package (weights shipped with convzoo), then in `cache_dir` and
+    torch hub's cache (where torchvision keeps the files it downloaded), and only then downloaded. A ``file://`` URL
+    is read where it lies; an ``http(s)://`` one is downloaded once into `cache_dir`, in a folder named after a hash
+    of the whole URL, so two URLs ending in the same file name never share a cached file. The expected SHA-256 comes
+    from a registered entry, a ``#sha256=<hex>`` fragment of the URL, or the hash prefix that torchvision puts in its
+    file names (``resnet50-0676ba61.pth``: the first hex digits of the file's SHA-256). A file that fails the check
+    is refused, and a downloaded one deleted.
 
     Raises:
         FileNotFoundError: If there is no such file or registered name.
@@ -115,14 +74,17 @@ def resolve_weights(weights: str | os.PathLike[str], model_name: str | None = No
             f"got {type(weights).__name__}"
         )
     text = os.fspath(weights)
-    entry = _WEIGHTS.get(text)
+    entry = find_weights(text)
     if entry is not None:
         if model_name is not None and entry.model != model_name:
-            raise WeightsError(f"weights {text!r} are registered for {entry.model}, not for {model_name}")
-        text = entry.source
+            raise WeightsError(
+                f"weights {text!r} are registered for {entry.model}, not for {model_name}; weights registered for "
+                f"{model_name}: {', '.join(w.name for w in list_weights(model_name)) or 'none'}"
+            )
+        return _entry_file(entry)
     if text.startswith(_URL_SCHEMES):
         url, fragment = urllib.parse.urldefrag(text)
-        expected = _expected_sha256(url, fragment, entry)
+        expected = _expected_sha256(url, fragment)
         path = _fetch(url)
         if expected is not None:
             _check_sha256(path, url, *expected, downloaded=not url.startswith("file:"))
@@ -131,12 +93,46 @@ def resolve_weights(weights: str | os.PathLike[str], model_name: str | None = No
         raise WeightsError(f"weights {text!r}: only http://, https:// and file:// URLs are supported")
     path = Path(text).expanduser()
     if not path.is_file():
-        known = [w.name for w in list_weights(model_name)]
+        known = [w.name for w in list_weights(model_name)] if model_name else []
         hint = f"; weights registered for {model_name}: {', '.join(known)}" if known else ""
+        close = difflib.get_close_matches(text, [w.name for w in list_weights()], n=3, cutoff=0.6)
+        hint += f"; did you mean {', '.join(close)}?" if close else ""
         raise FileNotFoundError(f"weights {text!r} is neither an existing file nor a registered weights name{hint}")
-    if entry is not None and entry.sha256 is not None:
-        _check_sha256(path, text, entry.sha256.lower(), f"registered weights {entry.name!r}", downloaded=False)
     return path
+
+
+def _entry_file(entry: WeightsEntry) -> Path:
+    """The checked local file of a registered entry: shipped in the package, cached, or downloaded now."""
+    origin = f"registered weights {entry.name!r}"
+    if entry.shipped:
+        path = package_file(entry)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{origin}: the package's file {path} is missing (a damaged install?); reinstall convzoo"
+            )
+        _check_sha256(path, os.fspath(path), (entry.sha256 or "").lower(), origin, downloaded=False)
+        return path
+    if not entry.source.startswith(_URL_SCHEMES):
+        path = Path(entry.source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{origin}: its file {path} does not exist")
+    else:
+        url = urllib.parse.urldefrag(entry.source)[0]
+        path = find_local_copy(url, entry.file_name) or _fetch(url)
+    if entry.sha256 is not None:
+        downloaded = cache_dir() in path.parents  # only convzoo's own downloads are deleted on a mismatch
+        _check_sha256(path, os.fspath(path), entry.sha256.lower(), origin, downloaded=downloaded)
+    return path
+
+
+def find_local_copy(url: str, file_name: str) -> Path | None:
+    """A copy of a URL's file already on this machine: convzoo's cache, or torch hub's (where torchvision keeps it)."""
+    if url.startswith("file:"):
+        return None
+    for path in (cached_path(url), Path(torch.hub.get_dir()) / "checkpoints" / file_name):
+        if file_name and path.is_file():
+            return path
+    return None
 
 
 _URL_SCHEMES = ("http://", "https://", "file://")
@@ -144,10 +140,8 @@ _URL_SCHEMES = ("http://", "https://", "file://")
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9.]+$")
 
 
-def _expected_sha256(url: str, fragment: str, entry: WeightsEntry | None) -> tuple[str, str] | None:
+def _expected_sha256(url: str, fragment: str) -> tuple[str, str] | None:
     """The expected SHA-256 (or its first digits) of a URL's file, and where that expectation comes from."""
-    if entry is not None and entry.sha256 is not None:
-        return entry.sha256.lower(), f"registered weights {entry.name!r}"
     if fragment:
         key, _, value = fragment.partition("=")
         if key != "sha256" or not re.fullmatch(r"[0-9a-fA-F]{8,64}", value):
@@ -274,8 +268,19 @@ def describe_file_start(head: bytes) -> str:
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+    # Descend into a wrapper while the level above holds no weights: no tensors, or only scalars such as a training
+    # script's saved best accuracy (torch.save({"state_dict": ..., "best_prec1": tensor(91.2)})).
+    while isinstance(obj, Mapping) and all(v.ndim == 0 for v in obj.values() if isinstance(v, torch.Tensor)):
+        inner = next(
+            (
+                obj[k]
+                for k in _WRAPPER_KEYS
+                if isinstance(obj.get(k), Mapping) and any(isinstance(v, torch.Tensor) for v in obj[k].values())
+            ),
+            None,
+        )
+        if inner is None:
+            inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
             break
         obj = inner
@@ -305,6 +310,7 @@ def load_weights(
     *,
     strict: bool = True,
     skip_classifier: bool | str = False,
+    layout: str | None = "auto",
 ) -> nn.Module:
     """Load weights into ``model`` in place and return it.
 
@@ -314,10 +320,17 @@ def load_weights(
         strict: Require every key to match in name and shape.
         skip_classifier: Leave the model's classifier as it is (for a checkpoint trained on other classes);
             ``"auto"`` does so, with a warning, only when the checkpoint's classifier has another shape.
+        layout: How to read the checkpoint's key names (see `convzoo.layouts`). ``"auto"`` keeps them when they
+            are the model's and otherwise translates them from the known layout that recognises them, if any; a
+            layout's name translates from that layout; None never translates. A layout whose networks use a
+            parameter-free setting (option A's ``pad_channels``) switches the model to it, with a warning.
 
     Raises:
-        WeightsError: Listing all missing, unexpected and wrongly shaped keys at once.
+        ValueError: If ``layout`` names no known layout.
+        WeightsError: Listing all missing, unexpected and wrongly shaped keys at once; when no layout translated
+            them, with what the checkpoint looks like (its size, key prefixes, sample keys, a guess).
     """
+    forced = None if layout in (None, "auto") else get_layout(layout)
     if isinstance(source, Mapping):
         state = dict(source)
         origin = "the given state_dict"
@@ -325,12 +338,26 @@ def load_weights(
         path = resolve_weights(source, getattr(model, "model_name", None))
         state = read_state_dict(path)
         origin = os.fspath(path)
+    own = model.state_dict()
+    name = getattr(model, "model_name", type(model).__name__)
+    as_read = state
+    used = detect_layout(state) if layout == "auto" and state.keys() != own.keys() else forced
+    if used is not None:
+        state = used.translate(state, own)
     # A family whose module names differ from a peer's (torchvision's, say) translates the peer's keys here.
     remap = getattr(model, "remap_state_dict", None)
     if remap is not None:
         state = remap(state)
-    own = model.state_dict()
-    name = getattr(model, "model_name", type(model).__name__)
+    translated = state
+
+    def mismatch(missing: list[str], unexpected: list[str], shapes: list[str], architecture: bool = False) -> str:
+        report = _mismatch_report(name, origin, missing, unexpected, shapes, architecture=architecture)
+        if used is not None:
+            guess = guess_architecture(translated)
+            looks = f"\n  Translated, the checkpoint looks like {guess}." if guess else ""
+            return f"{report}\n  The keys were translated from the {used.name!r} layout: {used.description}.{looks}"
+        return f"{report}\n  {describe_state_dict(as_read)}"
+
     head = classifier_prefix(model) if skip_classifier else None
     if head is not None:
         body_state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
@@ -338,8 +365,7 @@ def load_weights(
         missing, unexpected, shapes = _compare(body_state, body_own)
         if shapes or (strict and (missing or unexpected)):
             # The network itself does not fit, not only its classifier: report every key, the classifier's too.
-            missing, unexpected, shapes = _compare(state, own)
-            raise WeightsError(_mismatch_report(name, origin, missing, unexpected, shapes, architecture=True))
+            raise WeightsError(mismatch(*_compare(state, own), architecture=True))
         if skip_classifier == "auto":
             in_head = (k for k in state if k not in body_state)
             if any(k not in own or own[k].shape != state[k].shape for k in in_head):
@@ -354,7 +380,19 @@ def load_weights(
         state, own = body_state, body_own
     missing, unexpected, shapes = _compare(state, own)
     if shapes or (strict and (missing or unexpected)):
-        raise WeightsError(_mismatch_report(name, origin, missing, unexpected, shapes))
+        raise WeightsError(mismatch(missing, unexpected, shapes))
+    if used is not None:
+        try:
+            changed = apply_settings(model, used)
+        except ValueError as e:
+            raise WeightsError(f"weights from {origin} do not fit {name}: {e}") from None
+        if changed:
+            warnings.warn(
+                f"{name}: the checkpoint is in the {used.name!r} layout, whose networks differ from this one only in "
+                f"a parameter-free setting; the model was switched to it ({'; '.join(changed)}). Build the model "
+                f"with {', '.join(f'{k}={v!r}' for k, v in used.settings.items())} to ask for it explicitly",
+                stacklevel=2,
+            )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     if not strict and (missing or unexpected):
         warnings.warn(f"loaded with {len(missing)} missing and {len(unexpected)} unexpected keys", stacklevel=2)

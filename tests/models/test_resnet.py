@@ -51,7 +51,9 @@ PAPER_ROUNDED = {
     "resnet1202": (19.4, 1),
     "preact_resnet110": (1.7, 1),  # Identity Mappings, Table 3
     "preact_resnet164": (1.7, 1),
-    "wrn40_4": (8.9, 1),  # Zagoruyko and Komodakis, Table 5
+    "wrn40_1": (0.6, 1),  # Zagoruyko and Komodakis, Table 4
+    "wrn40_2": (2.2, 1),
+    "wrn40_4": (8.9, 1),  # Table 5
     "wrn16_8": (11.0, 1),
     "wrn28_10": (36.5, 1),
     "wide_resnet50_2": (68.9, 1),  # Table 8

@@ -1,4 +1,4 @@
-"""Subcommands that use a training checkpoint: eval and predict."""
+"""Subcommands that use trained weights (a training checkpoint or a registered entry): eval and predict."""
 
 from __future__ import annotations
 
@@ -14,41 +14,50 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from convzoo.data import Augment, FastLoader, load_dataset
-    from convzoo.train import evaluate, load_checkpoint, load_trained
+    from convzoo.inference import load_classifier
+    from convzoo.train import evaluate, load_checkpoint
 
-    model, data = load_trained(args.checkpoint)
-    saved = load_checkpoint(args.checkpoint).get("config", {})
-    channels, size = data["image_size"][0], data["image_size"][-1]
-    name = args.data or data["name"]
-    same_data = name == data["name"]
+    loaded = load_classifier(args.target, weights=args.weights)
+    spec = loaded.preprocessing
+    data = loaded.data
+    if data is None:  # a model with registered weights: the data set must be named
+        if args.data is None:
+            raise ValueError(f"name the test set to evaluate {loaded.source} on with --data (e.g. --data cifar10)")
+        saved: dict = {}
+        trained_on = None
+    else:
+        saved = load_checkpoint(args.target).get("config", {})
+        trained_on = data["name"]
+    name = args.data or trained_on
+    same_data = name == trained_on
     # Read the test split as the run did: same root, same handling of unreadable files, same seed for generated sets.
     skip_corrupt = args.skip_corrupt if args.skip_corrupt is not None else bool(saved.get("skip_corrupt", False))
     _, test = load_dataset(
         name,
         root=args.data_root or (saved.get("data_root") if same_data else None),
-        image_size=size,
-        in_chans=channels,
+        image_size=spec.crop_size,
+        in_chans=spec.channels,
         seed=int(saved.get("seed", 0)) if same_data else 0,
         skip_corrupt=skip_corrupt,
     )
-    if test.num_classes != len(data["classes"]):
+    if test.num_classes != len(loaded.classes):
         raise ValueError(
-            f"{name} has {test.num_classes} classes but the checkpoint was trained on {len(data['classes'])} "
-            f"({', '.join(data['classes'][:10])}{', ...' if len(data['classes']) > 10 else ''})"
+            f"{name} has {test.num_classes} classes but {loaded.source} was trained on {len(loaded.classes)} "
+            f"({', '.join(loaded.classes[:10])}{', ...' if len(loaded.classes) > 10 else ''})"
         )
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     loader = FastLoader(
         test,
         batch_size=args.batch_size,
         shuffle=False,
-        augment=Augment(mean=tuple(data["mean"]), std=tuple(data["std"]), out_size=size),
+        augment=Augment(mean=tuple(spec.mean), std=tuple(spec.std), out_size=spec.crop_size),
         device=device,
     )
-    result = evaluate(model.to(device), loader, device=device)
+    result = evaluate(loaded.model.to(device), loader, device=device)
     # Top-5 accuracy is 100% by construction when there are five classes or fewer.
     top5 = f", top-5 accuracy {result['top5']:.2f}%" if test.num_classes > 5 else ""
     print(
-        f"{args.checkpoint}: {name} test set, {int(result['n'])} images: top-1 accuracy {result['top1']:.2f}% "
+        f"{loaded.source}: {name} test set, {int(result['n'])} images: top-1 accuracy {result['top1']:.2f}% "
         f"(error {100 - result['top1']:.2f}%){top5}, loss {result['loss']:.4f}"
     )
     return 0
@@ -73,17 +82,12 @@ def _image_paths(inputs: Sequence[str]) -> list[str]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-    import torch.nn.functional as F
     from PIL import Image, UnidentifiedImageError
 
-    from convzoo.train import load_trained
+    from convzoo.inference import load_classifier
 
-    model, data = load_trained(args.checkpoint)
-    channels, size = data["image_size"][0], data["image_size"][-1]
-    mean = torch.tensor(data["mean"]).view(-1, 1, 1)
-    std = torch.tensor(data["std"]).view(-1, 1, 1)
-    classes = data["classes"]
+    loaded = load_classifier(args.target, weights=args.weights)
+    classes = loaded.classes
     k = min(args.top_k, len(classes))
     paths = _image_paths(args.images)
     if not paths:
@@ -92,9 +96,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for path in paths:
         try:
             with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-                pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-                x = pixels.view(image.height, image.width, channels).permute(2, 0, 1).float() / 255
+                probs = loaded.probabilities(image)[0]
         except FileNotFoundError:
             reason = "does not exist"
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -105,10 +107,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             skipped += 1
             print(f"skipped {path}: {reason}", file=sys.stderr)
             continue
-        x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-        x = ((x - mean) / std)[None]
-        with torch.no_grad():
-            probs = model(x).softmax(dim=1)[0]
         top = probs.topk(k)
         ranked = ", ".join(f"{classes[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
         print(f"{path}: {ranked}", flush=True)
@@ -122,16 +120,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "eval",
-        "evaluate a training checkpoint on a test set",
-        "Rebuild the network of a training checkpoint (best.pt or last.pt; the weight average when the run kept one)\n"
-        "and measure top-1 accuracy (and top-5, with more than five classes) and loss on a test split, read as the\n"
-        "run read it.",
+        "evaluate a training checkpoint, or a model's registered weights, on a test set",
+        "Rebuild the network of a training checkpoint (best.pt or last.pt; the weight average when the run kept one),\n"
+        "or build a registered model with its weights (--weights; its default entry without), and measure top-1\n"
+        "accuracy (and top-5, with more than five classes) and loss on a test split: a checkpoint's read as the run\n"
+        "read it, a weights entry's with that entry's normalisation at its input size.",
         """
         convzoo eval runs/shapes/best.pt
         convzoo eval runs/cifar/last.pt --data cifar10 --data-root ~/data/cifar10 --device cuda
+        convzoo eval resnet20 --data cifar10            # the shipped resnet20.cifar10 weights
+        convzoo eval resnet56 --weights resnet56.cifar10 --data ~/data/cifar10.npz
         """,
     )
-    p.add_argument("checkpoint", help="a run's best.pt or last.pt")
+    p.add_argument("target", metavar="CHECKPOINT_OR_MODEL", help="a run's best.pt or last.pt, or a registered model")
+    p.add_argument("--weights", help="for a model: registered weights name, file or URL (default: its default entry)")
     p.add_argument("--data", help="data set (default: the one it was trained on)")
     p.add_argument(
         "--data-root",
@@ -150,16 +152,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "predict",
-        "classify images with a training checkpoint",
-        "Print the most probable classes of each image, with their probabilities. A folder stands for the image\n"
-        "files in it, sorted by name. An unreadable file is skipped with its reason; the command then ends with\n"
-        "status 2 after the others.",
+        "classify images with a training checkpoint or a model's registered weights",
+        "Print the most probable classes of each image, with their probabilities. Images are prepared as the\n"
+        "weights expect (resize of the shorter side, centre crop, normalisation: a weights entry's preprocessing,\n"
+        "or a run's data statistics). A folder stands for the image files in it, sorted by name. An unreadable\n"
+        "file is skipped with its reason; the command then ends with status 2 after the others.",
         """
         convzoo predict runs/shapes/best.pt image.png
         convzoo predict runs/shapes/best.pt photos/ --top-k 3
+        convzoo predict resnet20 cat.jpg                                  # the shipped CIFAR-10 weights
+        convzoo predict resnet50 --weights resnet50.tv_imagenet1k_v2 photos/
         """,
     )
-    p.add_argument("checkpoint", help="a run's best.pt or last.pt")
+    p.add_argument("target", metavar="CHECKPOINT_OR_MODEL", help="a run's best.pt or last.pt, or a registered model")
+    p.add_argument("--weights", help="for a model: registered weights name, file or URL (default: its default entry)")
     p.add_argument("images", nargs="+", help="image files, or folders of image files")
     p.add_argument(
         "--top-k",

@@ -133,6 +133,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print("  reported:   none tabulated by the paper")
     if card.notes:
         print(f"  notes:      {card.notes}")
+    for entry in convzoo.list_weights(card.name):
+        top1 = f", top-1 {entry.metrics['top1']:.2f}%" if "top1" in entry.metrics else ""
+        default = " (default: pretrained=True)" if entry.default else ""
+        print(f"  weights:    {entry.name} ({entry.dataset}{top1}){default}")
+    if not convzoo.list_weights(card.name):
+        print("  weights:    none registered (weights= a file of your own)")
     return 0
 
 

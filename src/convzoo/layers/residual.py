@@ -3,6 +3,7 @@
 convolutions (Wide ResNet).
 
 A block with ``shortcut=None`` is the plain twin of the degradation experiment: the same layers without the addition.
+``pad_channels`` says where an option A shortcut puts its zero channels (see `convzoo.layers.shortcuts`).
 Module names follow torchvision's ``BasicBlock`` and ``Bottleneck`` (conv1, bn1, ..., downsample).
 """
 
@@ -41,6 +42,7 @@ class BasicBlock(nn.Module):
         shortcut: str | None = "B",
         se_reduction: int = 0,
         drop_rate: float = 0.0,
+        pad_channels: str = "after",
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3(in_chs, planes, stride)
@@ -51,7 +53,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.se = _se(planes, se_reduction)
         self.residual = shortcut is not None
-        self.downsample = make_shortcut(shortcut, in_chs, planes, stride) if self.residual else None
+        self.downsample = (
+            make_shortcut(shortcut, in_chs, planes, stride, pad_channels=pad_channels) if self.residual else None
+        )
         self.out_chs = planes
 
     def last_norm(self) -> nn.Module:
@@ -88,6 +92,7 @@ class Bottleneck(nn.Module):
         base_width: int = 64,
         se_reduction: int = 0,
         drop_rate: float = 0.0,
+        pad_channels: str = "after",
     ) -> None:
         super().__init__()
         width = bottleneck_width(planes, groups, base_width)
@@ -102,7 +107,9 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.se = _se(out_chs, se_reduction)
         self.residual = shortcut is not None
-        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride) if self.residual else None
+        self.downsample = (
+            make_shortcut(shortcut, in_chs, out_chs, stride, pad_channels=pad_channels) if self.residual else None
+        )
         self.out_chs = out_chs
 
     def last_norm(self) -> nn.Module:
@@ -141,6 +148,7 @@ class PreActBasicBlock(nn.Module):
         shortcut: str | None = "B",
         se_reduction: int = 0,
         drop_rate: float = 0.0,
+        pad_channels: str = "after",
     ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_chs)
@@ -151,7 +159,11 @@ class PreActBasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes)
         self.se = _se(planes, se_reduction)
         self.residual = shortcut is not None
-        self.downsample = make_shortcut(shortcut, in_chs, planes, stride, norm=False) if self.residual else None
+        self.downsample = (
+            make_shortcut(shortcut, in_chs, planes, stride, norm=False, pad_channels=pad_channels)
+            if self.residual
+            else None
+        )
         self.out_chs = planes
 
     def last_norm(self) -> nn.Module:
@@ -187,6 +199,7 @@ class PreActBottleneck(nn.Module):
         base_width: int = 64,
         se_reduction: int = 0,
         drop_rate: float = 0.0,
+        pad_channels: str = "after",
     ) -> None:
         super().__init__()
         width = bottleneck_width(planes, groups, base_width)
@@ -201,7 +214,11 @@ class PreActBottleneck(nn.Module):
         self.conv3 = conv1x1(width, out_chs)
         self.se = _se(out_chs, se_reduction)
         self.residual = shortcut is not None
-        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride, norm=False) if self.residual else None
+        self.downsample = (
+            make_shortcut(shortcut, in_chs, out_chs, stride, norm=False, pad_channels=pad_channels)
+            if self.residual
+            else None
+        )
         self.out_chs = out_chs
 
     def last_norm(self) -> nn.Module:

@@ -11,7 +11,7 @@ One network, many papers; each variant is a row of data (`ResNetConfig`) fed to 
 - Hu, Shen and Sun. Squeeze-and-Excitation Networks. CVPR 2018.
 
 Module names follow torchvision's ResNet (conv1, bn1, layer1..layer4, fc; blocks conv1/bn1/.../downsample), so its
-state_dicts, and timm's for the same networks, load without renaming.
+state_dicts, and timm's for the same networks, load without renaming; `convzoo.layouts` translates other names.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from convzoo.layers.conv import conv3x3
 from convzoo.layers.residual import RESIDUAL_BLOCKS
-from convzoo.layers.shortcuts import SHORTCUT_OPTIONS
+from convzoo.layers.shortcuts import SHORTCUT_OPTIONS, ZeroPadShortcut, check_pad_channels
 from convzoo.layers.weight_init import he_fan_out_init_
 from convzoo.models.base import ConvNet, FeatureInfo, HeadNames
 from convzoo.registry import (
@@ -59,6 +59,9 @@ class ResNetConfig:
         base_width: Width of each group at planes=64 (ResNeXt's "d"; 128 gives wide_resnet50_2).
         widen_factor: Multiplies every stage's planes (the "k" of CIFAR Wide ResNets).
         shortcut: ``"A"``, ``"B"``, ``"C"`` (He et al. section 3.3) or None for a plain network without shortcuts.
+        pad_channels: Where option A's zero channels go: ``"after"`` the subsampled input's (Torch's original CIFAR
+            code) or ``"split"`` evenly before and after them (the PyTorch CIFAR reimplementation whose checkpoints
+            circulate widely). Parameter-free, but a trained network needs the convention it was trained with.
         preact: Pre-activation units (BN-ReLU-conv, identity after the addition) of "Identity Mappings".
         se_reduction: Squeeze-and-Excitation reduction ratio in every block; 0 disables SE.
         zero_init_residual: Start each residual branch at zero (last BN gamma, or last conv for pre-activation), so
@@ -78,6 +81,7 @@ class ResNetConfig:
     base_width: int = 64
     widen_factor: int = 1
     shortcut: str | None = "B"
+    pad_channels: str = "after"
     preact: bool = False
     se_reduction: int = 0
     zero_init_residual: bool = False
@@ -97,6 +101,12 @@ class ResNetConfig:
             fail(f"unknown stem {self.stem!r}; expected one of {STEMS}")
         if self.shortcut is not None and self.shortcut not in SHORTCUT_OPTIONS:
             fail(f"unknown shortcut option {self.shortcut!r}; expected one of {SHORTCUT_OPTIONS} or None (plain)")
+        try:
+            check_pad_channels(self.pad_channels)
+        except ValueError as e:
+            fail(str(e))
+        if self.pad_channels != "after" and self.shortcut != "A":
+            fail(f"pad_channels applies to shortcut option A only; this network has shortcut={self.shortcut!r}")
         if not self.layers or any(n < 1 for n in self.layers):
             fail(f"every stage needs at least one block; got layers={self.layers}")
         if len(self.planes) != len(self.layers):
@@ -176,6 +186,7 @@ def make_stage(cfg: ResNetConfig, in_chs: int, planes: int, num_blocks: int, str
             shortcut=cfg.shortcut,
             se_reduction=cfg.se_reduction,
             drop_rate=cfg.block_drop_rate,
+            pad_channels=cfg.pad_channels,
             **grouped,
         )
         blocks.append(block)
@@ -231,6 +242,18 @@ class ResNet(ConvNet):
             for m in self.modules():
                 if isinstance(m, tuple(RESIDUAL_BLOCKS.values())) and m.residual:
                     nn.init.zeros_(m.last_norm().weight)
+
+    def set_pad_channels(self, pad_channels: str) -> None:
+        """Switch where the option A shortcuts put their zero channels (``"after"`` or ``"split"``), in place.
+
+        The convention has no parameters, so a built (or trained) network can change it; ``cfg`` follows.
+        """
+        cfg = dataclasses.replace(self.cfg, pad_channels=pad_channels)
+        cfg.validate(self.model_name)
+        for m in self.modules():
+            if isinstance(m, ZeroPadShortcut):
+                m.pad_channels = pad_channels
+        self.cfg = cfg
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -379,20 +402,17 @@ _variant(
 # Zagoruyko and Komodakis 2016: WRN-d-k on CIFAR (Table 5, mean/std preprocessing; Table 4 uses ZCA whitening and
 # differs; with dropout in Table 6) and WRN-50-2 on ImageNet (Table 8; Table 9 gives 5.79 top-5 for the same net).
 _WRN_BASE = dataclasses.replace(_CIFAR_BASE, preact=True, shortcut="B", depth_rule="wrn")
-_WRN_CIFAR = {
-    (16, 8): (4.27, 20.43),
-    (28, 10): (4.00, 19.25),
-    (40, 4): (4.53, 21.18),
+_WRN_CIFAR = {  # (depth, width): (CIFAR-10 error, CIFAR-100 error, table, note)
+    (40, 1): (6.85, 30.89, "Table 4", "ZCA-whitened input; the paper tabulates this net with mean/std nowhere"),
+    (40, 2): (5.33, 26.04, "Table 4", "ZCA-whitened input; the paper tabulates this net with mean/std nowhere"),
+    (16, 8): (4.27, 20.43, "Table 5", "without dropout; use block_drop_rate=0.3 for the dropout runs"),
+    (28, 10): (4.00, 19.25, "Table 5", "without dropout; use block_drop_rate=0.3 for the dropout runs"),
+    (40, 4): (4.53, 21.18, "Table 5", "without dropout; use block_drop_rate=0.3 for the dropout runs"),
 }
-for (_d, _k), (_c10, _c100) in _WRN_CIFAR.items():
+for (_d, _k), (_c10, _c100, _table, _note) in _WRN_CIFAR.items():
     _base = dataclasses.replace(_WRN_BASE, widen_factor=_k)
-    _variant(
-        f"wrn{_d}_{_k}",
-        dataclasses.replace(_base, **layers_for_depth(_base, _d, f"wrn{_d}_{_k}")),
-        _WRN,
-        CIFAR10_DEFAULTS,
-        cifar_error(_c10, _c100, "Table 5", "without dropout; use block_drop_rate=0.3 for the dropout runs"),
-    )
+    _cfg = dataclasses.replace(_base, **layers_for_depth(_base, _d, f"wrn{_d}_{_k}"))
+    _variant(f"wrn{_d}_{_k}", _cfg, _WRN, CIFAR10_DEFAULTS, cifar_error(_c10, _c100, _table, _note))
 _variant(
     "wide_resnet50_2",
     _imagenet_cfg(50, base_width=128),
