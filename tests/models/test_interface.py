@@ -217,6 +217,36 @@ def test_feature_info_matches_intermediates(model):
         assert [t.shape for t in last_two] == [t.shape for t in maps[-2:]]
 
 
+def hooked_intermediates(model: ConvNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """The reference for `forward_intermediates`: the outputs of the tap modules, caught by hooks on a full forward."""
+    modules = dict(model.named_modules())
+    captured = {}
+    handles = [
+        modules[f.module].register_forward_hook(lambda _m, _i, out, name=f.module: captured.setdefault(name, out))
+        for f in model.feature_info
+    ]
+    try:
+        model.forward_features(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [captured[f.module] for f in model.feature_info]
+
+
+def test_intermediates_are_the_tapped_modules_outputs(model):
+    """`forward_intermediates` runs the trunk as a sequence of tap segments; its maps are those that hooks catch."""
+    model.eval()
+    x = small_input(model)
+    with torch.no_grad():
+        expected = hooked_intermediates(model, x)
+        for stop_early in (True, False):
+            got = model.forward_intermediates(x, stop_early=stop_early)
+            assert len(got) == len(expected)
+            assert all(torch.equal(a, b) for a, b in zip(got, expected)), model.model_name
+        first = model.forward_intermediates(x, [0, -1])
+        assert torch.equal(first[0], expected[0]) and torch.equal(first[1], expected[-1])
+
+
 def test_reset_classifier(model):
     x = small_input(model)
     model.eval()

@@ -19,6 +19,7 @@ a trunk with auxiliary classifiers on intermediate layers.
 from __future__ import annotations
 
 import abc
+from collections.abc import Set
 from typing import Any, ClassVar
 
 import torch
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from convzoo.layers.classifier import create_classifier
 from convzoo.layers.conv import ConvNormAct
-from convzoo.models.base import AuxOutputs, ConvNet, HeadNames
+from convzoo.models.base import AuxOutputs, ConvNet, HeadNames, run_taps
 from convzoo.registry import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -263,6 +264,15 @@ class AuxHeadNet(ConvNet):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward_trunk(x, None)
+
+    def trunk_layers(self) -> list[tuple[str, nn.Module]]:
+        return [(name, getattr(self, name)) for name in self.layer_names]
+
+    def forward_taps(self, x: torch.Tensor, names: Set[str], *, stop_early: bool = True) -> dict[str, torch.Tensor]:
+        self.check_input(x)
+        if self.cfg.transform_input:
+            x = imagenet_to_unit_range(x)
+        return run_taps(self.trunk_layers(), x, names, stop_early=stop_early, model_name=self.model_name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | AuxOutputs:
         if not self.training or not self.aux_heads():

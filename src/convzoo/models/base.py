@@ -7,7 +7,7 @@ Transfer learning, probing, distillation and dense-prediction backbones build on
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Protocol
 
@@ -64,10 +64,6 @@ def classification_loss(
     for logits, weight in zip(output.aux_logits, output.aux_weights):
         loss = loss + weight * criterion(logits, target)
     return loss
-
-
-class _StopForward(Exception):
-    """Raised by a hook once every requested feature map is captured, to skip the rest of the network."""
 
 
 class ArchConfig(Protocol):
@@ -244,6 +240,9 @@ class ConvNet(nn.Module, metaclass=abc.ABCMeta):
     ) -> list[torch.Tensor]:
         """Feature maps at the tap points of ``feature_info``.
 
+        The trunk runs as a plain sequence of layers (`forward_taps`), without hooks or exceptions, so
+        ``torch.compile(fullgraph=True)`` and ``torch.export`` trace it as they trace ``forward``.
+
         Args:
             x: Input batch.
             indices: Positions in ``feature_info`` (negative counts from the end), an int ``n`` for the last ``n``,
@@ -254,30 +253,34 @@ class ConvNet(nn.Module, metaclass=abc.ABCMeta):
             The feature maps, in the order of ``indices``.
         """
         indices = resolve_indices(indices, len(self.feature_info))
-        wanted = {self.feature_info[i].module for i in indices}
-        captured: dict[str, torch.Tensor] = {}
-        modules = dict(self.named_modules())
-        missing = wanted - set(modules)
-        if missing:
-            raise RuntimeError(f"{self.model_name}: feature_info names modules that do not exist: {sorted(missing)}")
+        names = [self.feature_info[i].module for i in indices]
+        captured = self.forward_taps(x, set(names), stop_early=stop_early)
+        return [captured[name] for name in names]
 
-        def make_hook(name: str):
-            def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-                captured[name] = output
-                if stop_early and len(captured) == len(wanted):
-                    raise _StopForward
+    def forward_taps(self, x: torch.Tensor, names: Set[str], *, stop_early: bool = True) -> dict[str, torch.Tensor]:
+        """Run the trunk on ``x`` and return the outputs of the modules ``names``, by name.
 
-            return hook
+        The default checks the input and runs `trunk_layers` with `run_taps`; a network whose trunk is not a chain
+        of single-input layers (NASNet's cells, FractalNet's column choice) overrides this.
+        """
+        self.check_input(x)
+        return run_taps(self.trunk_layers(), x, names, stop_early=stop_early, model_name=self.model_name)
 
-        handles = [modules[name].register_forward_hook(make_hook(name)) for name in wanted]
-        try:
-            self.forward_features(x)
-        except _StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        return [captured[self.feature_info[i].module] for i in indices]
+    def trunk_layers(self) -> list[tuple[str, nn.Module]]:
+        """The layers `forward_features` runs after `check_input`, in order, as (name, module) pairs.
+
+        The default, as timm's feature wrappers assume, is the network's children in the order they were
+        registered, up to the one that holds the last tap of ``feature_info`` (the output of `forward_features`).
+        A family whose forward does anything else overrides this or `forward_taps`; the interface tests compare
+        `forward_intermediates` with the outputs that hooks capture from `forward_features`, for every model.
+        """
+        last = self.feature_info[-1].module
+        layers = []
+        for name, module in self.named_children():
+            layers.append((name, module))
+            if last == name or last.startswith(name + "."):
+                return layers
+        raise RuntimeError(f"{self.model_name}: feature_info names a module that does not exist: {last!r}")
 
 
 def resolve_indices(indices: int | Sequence[int] | None, count: int) -> list[int]:
@@ -293,6 +296,55 @@ def resolve_indices(indices: int | Sequence[int] | None, count: int) -> list[int
         if not -count <= i < count:
             raise ValueError(f"feature index {i} is out of range; the network has {count} tap points (0..{count - 1})")
         out.append(i % count)
+    return out
+
+
+def run_taps(
+    layers: Sequence[tuple[str, Callable[[torch.Tensor], torch.Tensor]]],
+    x: torch.Tensor,
+    names: Set[str],
+    *,
+    stop_early: bool = True,
+    model_name: str = "network",
+) -> dict[str, torch.Tensor]:
+    """Run ``layers`` (modules or other one-input callables) in turn on ``x``; collect the outputs named ``names``.
+
+    A name inside one of the layers (``features.3`` in ``features``) opens that layer, which must then be an
+    ``nn.Sequential``, into its children. With ``stop_early`` the run ends at the last requested output.
+
+    Raises:
+        RuntimeError: If a name is not one of the layers or lies inside a layer that is not a sequence.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    for name, layer in _open_layers(layers, names, model_name):
+        x = layer(x)
+        if name in names:
+            captured[name] = x
+            if stop_early and len(captured) == len(names):
+                break
+    if len(captured) != len(names):
+        missing = sorted(set(names) - set(captured))
+        raise RuntimeError(f"{model_name}: feature_info names modules that do not exist: {missing}")
+    return captured
+
+
+def _open_layers(
+    layers: Sequence[tuple[str, Callable[[torch.Tensor], torch.Tensor]]], names: Set[str], model_name: str
+) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+    """``layers``, with every ``nn.Sequential`` that holds one of ``names`` replaced by its children (recursively)."""
+    out: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = []
+    for name, layer in layers:
+        inner = [n for n in names if n.startswith(name + ".")]
+        if not inner:
+            out.append((name, layer))
+        elif isinstance(layer, nn.Sequential):
+            children = [(f"{name}.{child}", module) for child, module in layer.named_children()]
+            out.extend(_open_layers(children, names, model_name))
+        else:
+            raise RuntimeError(
+                f"{model_name}: the tap points {inner} lie inside {name} ({type(layer).__name__}), which is not a "
+                "sequence of layers; the family must run its trunk in forward_taps"
+            )
     return out
 
 

@@ -27,13 +27,14 @@ too), so the table's figure is not reproduced.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 
-from convzoo.models.base import ConvNet, FeatureInfo, HeadNames
+from convzoo.models.base import ConvNet, FeatureInfo, HeadNames, run_taps
 from convzoo.registry import CIFAR10_DEFAULTS, Paper, Variant, cifar_error, register_family
 
 
@@ -83,8 +84,8 @@ def check_column(name: str, column: int | None, columns: int) -> None:
         raise ValueError(f"{name}: column must be None or an integer from 1 (shallowest) to {columns}; got {column!r}")
 
 
-def fractal_join(inputs: Sequence[torch.Tensor], keep: Sequence[bool] | None = None) -> torch.Tensor:
-    """The element-wise mean of the kept inputs (all of them when ``keep`` is None).
+def fractal_join(inputs: Sequence[torch.Tensor], keep: Sequence[bool] | torch.Tensor | None = None) -> torch.Tensor:
+    """The element-wise mean of the kept inputs (all of them when ``keep`` is None; ``keep`` may be a bool tensor).
 
     Dropped inputs enter with weight zero rather than being left out, so the columns behind them still receive
     a (zero) gradient and stay part of the graph, as in the authors' join layer.
@@ -92,7 +93,10 @@ def fractal_join(inputs: Sequence[torch.Tensor], keep: Sequence[bool] | None = N
     stacked = torch.stack(list(inputs))
     if keep is None:
         return stacked.mean(0)
-    weights = torch.tensor(keep, dtype=stacked.dtype, device=stacked.device)
+    if isinstance(keep, torch.Tensor):
+        weights = keep.to(dtype=stacked.dtype, device=stacked.device)
+    else:
+        weights = torch.tensor(keep, dtype=stacked.dtype, device=stacked.device)
     return (stacked * weights.view(-1, *[1] * (stacked.dim() - 1))).sum(0) / weights.sum()
 
 
@@ -102,6 +106,31 @@ def sample_local_keep(num_inputs: int, drop_rate: float) -> list[bool]:
     if not any(keep):
         keep[int(torch.randint(num_inputs, ()))] = True
     return keep
+
+
+def sample_join_keep(active: Sequence[int], column: torch.Tensor, drop_rate: float) -> torch.Tensor:
+    """Drop-path for one join, drawn without Python branches on random values, as compiled training needs.
+
+    The draws follow the same distribution as `sample_local_keep` and `FractalNet`'s global draw, but not the same
+    random stream: every draw is taken, and the mini-batch's mode decides which is used.
+
+    Args:
+        active: The (0-based) columns that meet at the join.
+        column: A 0-d integer tensor: the column (1-based) of global drop-path for this mini-batch, or 0 for local
+            drop-path.
+        drop_rate: Local drop-path probability per input.
+
+    Returns:
+        A bool mask over ``active``: the inputs the join keeps (at least one).
+    """
+    n, device = len(active), column.device
+    local = torch.rand(n, device=device) >= drop_rate
+    fallback = torch.arange(n, device=device) == torch.randint(n, (), device=device)
+    local = torch.where(local.any(), local, fallback)
+    # A join that the chosen column does not reach only feeds joins that drop it: average its inputs, as eagerly.
+    chosen = torch.tensor(list(active), device=device) == column - 1
+    chosen = torch.where(chosen.any(), chosen, torch.ones_like(chosen))
+    return torch.where(column > 0, chosen, local)
 
 
 def expansion_joins(columns: int) -> list[int]:
@@ -162,8 +191,9 @@ class FractalBlock(nn.Module):
         """Column ``column`` alone: its convolutions and the pooling, a plain network."""
         return nn.Sequential(*self.columns[column - 1], self.pool)
 
-    def forward(self, x: torch.Tensor, column: int | None = None) -> torch.Tensor:
-        if column is not None and not self.training:
+    def forward(self, x: torch.Tensor, column: int | torch.Tensor | None = None) -> torch.Tensor:
+        """Run the block; ``column`` as in `FractalNet`, or in training a tensor drawn by `FractalNet.draw_column`."""
+        if isinstance(column, int) and not self.training:
             x = self.columns[column - 1](x)
             return self.pool(x)
         states = [x] * self.num_columns
@@ -182,11 +212,15 @@ class FractalBlock(nn.Module):
                 states[c] = joined
         return states[0]
 
-    def _join(self, outs: list[torch.Tensor], active: tuple[int, ...], column: int | None) -> torch.Tensor:
+    def _join(
+        self, outs: list[torch.Tensor], active: tuple[int, ...], column: int | torch.Tensor | None
+    ) -> torch.Tensor:
         if len(outs) == 1:
             return outs[0]
         if not self.training:
             return fractal_join(outs)
+        if isinstance(column, torch.Tensor):
+            return fractal_join(outs, sample_join_keep(active, column, self.local_drop_rate))
         if column is not None:
             # Global drop-path: only the selected column passes. Joins it does not take part in feed only joins
             # that will drop them, so what they average does not matter.
@@ -255,20 +289,36 @@ class FractalNet(ConvNet):
         """The fractal blocks, from the input side."""
         return [getattr(self, name) for name in self.block_names]
 
-    def _draw_column(self) -> int | None:
+    def draw_column(self, device: torch.device) -> int | torch.Tensor | None:
+        """The column for one mini-batch: ``column`` if set or in evaluation, otherwise a drop-path draw.
+
+        One draw per mini-batch decides between global drop-path (one column everywhere) and local drop-path
+        (None). Under torch.compile and torch.export the draw stays in the graph: a 0-d tensor holding the column,
+        or 0 for local drop-path, which the joins read with `sample_join_keep`.
+        """
         if self._column is not None or not self.training:
             return self._column
-        # One draw per mini-batch decides between global drop-path (one column everywhere) and local drop-path.
+        columns = self.cfg.columns
+        if torch.compiler.is_compiling():
+            is_global = torch.rand((), device=device) < self.cfg.global_drop_ratio
+            column = torch.randint(1, columns + 1, (), device=device)
+            return torch.where(is_global, column, torch.zeros_like(column))
         if float(torch.rand(())) < self.cfg.global_drop_ratio:
-            return int(torch.randint(1, self.cfg.columns + 1, ()))
+            return int(torch.randint(1, columns + 1, ()))
         return None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        column = self._draw_column()
+        column = self.draw_column(x.device)
         for block in self.blocks():
             x = block(x, column)
         return x
+
+    def forward_taps(self, x: torch.Tensor, names: Set[str], *, stop_early: bool = True) -> dict[str, torch.Tensor]:
+        self.check_input(x)
+        column = self.draw_column(x.device)
+        blocks = [(name, partial(getattr(self, name), column=column)) for name in self.block_names]
+        return run_taps(blocks, x, names, stop_early=stop_early, model_name=self.model_name)
 
 
 def _xavier_(layer: nn.Conv2d | nn.Linear) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -313,6 +314,26 @@ class NASNet(ConvNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self._forward_cells(x)[0]
+
+    def forward_taps(self, x: torch.Tensor, names: Set[str], *, stop_early: bool = True) -> dict[str, torch.Tensor]:
+        """The cells read two inputs, so the trunk runs here; a cell's tap is the ReLU with which it reads h_i."""
+        self.check_input(x)
+        outputs = [self.conv0(x)]
+        captured: dict[str, torch.Tensor] = {}
+        for name, cur, prev in self.wiring:
+            cell = getattr(self, name)
+            tap = f"{name}.conv_1x1.act"
+            if tap in names:
+                captured[tap] = cell.conv_1x1.act(outputs[cur])
+                if stop_early and len(captured) == len(names):
+                    return captured
+            outputs.append(cell(outputs[cur], outputs[prev]))
+        if "final_act" in names:
+            captured["final_act"] = self.final_act(outputs[-1])
+        if len(captured) != len(names):
+            missing = sorted(set(names) - set(captured))
+            raise RuntimeError(f"{self.model_name}: feature_info names modules that are not tap points: {missing}")
+        return captured
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | AuxOutputs:
         self.check_input(x)
