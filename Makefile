@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow test-zoo lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(VENV)/.installed-test
 # The slow tests, which the default run leaves out because faster tests cover the same code.
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m slow
+
+# Export and compilation checked for every registered model, not only each family's sample: hours on a CPU.
+test-zoo: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m zoo
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

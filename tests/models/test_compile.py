@@ -49,11 +49,13 @@ INTERMEDIATE_SAMPLES = ["resnet20", "nin"]
 
 
 def zoo(default: list[str]) -> list:
-    """(name, overrides): the ``default`` samples, then every registered model, as built, in the slow run."""
+    """(name, overrides): the ``default`` samples; each family's sample as built in the slow run; every other
+    registered model in the zoo run (``make test-zoo``)."""
     params = [pytest.param(name, FAMILY_SAMPLES[name], id=f"{name}-sample") for name in default]
     for name in ALL_MODELS:
         if name not in default or FAMILY_SAMPLES[name]:
-            params.append(pytest.param(name, {}, id=name, marks=pytest.mark.slow))
+            mark = pytest.mark.slow if name in FAMILY_SAMPLES else pytest.mark.zoo
+            params.append(pytest.param(name, {}, id=name, marks=mark))
     return params
 
 

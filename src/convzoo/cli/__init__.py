@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from convzoo.cli import evaluate, train, weights, zoo
+from convzoo.cli import evaluate, export, train, weights, zoo
 
 __all__ = ["build_parser", "main"]
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_parsers(sub)
     train.add_parsers(sub)
     evaluate.add_parsers(sub)
+    export.add_parsers(sub)
     weights.add_parsers(sub)
     return parser
 
