@@ -197,10 +197,8 @@ def test_shipped_weights_load_offline_and_state_their_evidence(entry):
 CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
-@pytest.mark.parametrize(
-    "entry",
-    [pytest.param(w, id=w.name, marks=() if w.model == "resnet20" else pytest.mark.slow) for w in SHIPPED],
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", SHIPPED, ids=[w.name for w in SHIPPED])
 def test_shipped_weights_reach_their_recorded_accuracy_on_real_cifar10(entry):
     if not (CIFAR10 / "test.npz").is_file():
         pytest.skip(f"the real CIFAR-10 is not at {CIFAR10} on this machine")
@@ -213,6 +211,19 @@ def test_shipped_weights_reach_their_recorded_accuracy_on_real_cifar10(entry):
     model = convzoo.create_model(entry.model, weights=entry.name).eval()
     result = evaluate(model, loader, device=torch.device("cpu"))
     assert result["n"] == 10_000 and abs(result["top1"] - entry.metrics["top1"]) < 0.02
+
+
+def test_predict_and_info_use_the_shipped_weights(tmp_path, capsys):
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", "resnet20", str(image), "--top-k", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    names = [part.rsplit(" ", 1)[0] for part in line.split(": ", 1)[1].split(", ")]
+    assert len(names) == 3 and set(names) <= set(get_weights("resnet20.cifar10").classes)
+    assert main(["predict", "resnet20", "--weights", "resnet50.tv_imagenet1k_v2", str(image)]) == 2
+    assert "registered for resnet50, not for resnet20" in capsys.readouterr().err
+    assert main(["info", "resnet20"]) == 0
+    assert "weights:    resnet20.cifar10 (CIFAR-10, top-1 " in capsys.readouterr().out
 
 
 # -- publishing a run, the CLI ---------------------------------------------------------------------------------------

@@ -130,3 +130,25 @@ def load_entries(path: str | os.PathLike[str]) -> list[WeightsEntry]:
             entry = WeightsEntry.from_dict({**row, "source": os.fspath(path.parent / entry.file_name)})
         out.append(_add(entry))
     return out
+
+
+def weights_table(entries: list[WeightsEntry]) -> str:
+    """A Markdown table of entries beside their papers' reported accuracy (docs/weights.md holds it for ours)."""
+    from convzoo.analysis import count_params
+    from convzoo.registry import get_model_card
+
+    rows = [
+        "| weights | parameters | top-1 (%) | paper's top-1 (%) | short of the paper | recipe |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for entry in entries:
+        card = get_model_card(entry.model)
+        paper = card.top1_accuracy()
+        top1 = entry.metrics.get("top1")
+        gap = f"{paper - top1:.2f}" if paper is not None and top1 is not None else "-"
+        paper_text = f"{paper:.2f}" if paper is not None else "-"
+        epochs = next((part for part in entry.recipe.split(", ") if part.startswith("epochs ")), "")
+        rows.append(
+            f"| `{entry.name}` | {count_params(entry.model):,} | {top1:.2f} | {paper_text} | {gap} | {epochs} |"
+        )
+    return "\n".join(rows) + "\n"
