@@ -194,6 +194,15 @@ def test_shipped_weights_load_offline_and_state_their_evidence(entry):
     assert "epochs" in entry.recipe and entry.license and entry.preprocessing.crop_size == 32
 
 
+def test_docs_table_is_that_of_the_shipped_entries():
+    from convzoo.pretrained.publish import weights_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "weights.md").read_text()
+    start = docs.index("<!-- weights-table")
+    table = docs[docs.index("\n", start) + 1 : docs.index("<!-- end weights-table -->")]
+    assert table.strip() == weights_table(SHIPPED).strip()
+
+
 CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 

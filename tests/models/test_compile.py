@@ -66,15 +66,16 @@ def build(name: str, overrides: dict[str, object], **kwargs: object) -> ConvNet:
 
 
 def smallest_batch(model: ConvNet) -> torch.Tensor:
-    """Two images of the smallest size the model accepts."""
+    """Two images of the smallest size the model accepts (twice that below 16 pixels: at 9x9 BagNet-9's last
+    batch norms see one value per image, and their calibrated statistics overflow float32)."""
     dtype = next(model.parameters()).dtype
-    size = model.min_input_size
+    size = model.min_input_size if model.min_input_size >= 16 else 2 * model.min_input_size
     return torch.randn(2, model.in_chans, size, size, dtype=dtype, generator=torch.Generator().manual_seed(3))
 
 
-def assert_close(got: torch.Tensor, expected: torch.Tensor) -> None:
+def assert_close(got: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-4) -> None:
     scale = max(expected.abs().max().item(), 1.0)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * scale)
+    torch.testing.assert_close(got, expected, rtol=rtol, atol=rtol / 10 * scale)
 
 
 def outputs(out: torch.Tensor | AuxOutputs) -> list[torch.Tensor]:
@@ -92,17 +93,17 @@ def train_step(model: nn.Module, step, x: torch.Tensor) -> tuple[list[torch.Tens
     return [t.detach() for t in outputs(out)], grads
 
 
-def check_forward(model: ConvNet, x: torch.Tensor, backend: str) -> None:
+def check_forward(model: ConvNet, x: torch.Tensor, backend: str, rtol: float = 1e-4) -> None:
     """Whole-graph compilation gives eager's outputs in evaluation mode."""
     torch._dynamo.reset()
     calibrate_norms(model, x)
     model.eval()
     compiled = torch.compile(model, fullgraph=True, backend=backend)
     with torch.no_grad():
-        assert_close(compiled(x), model(x))
+        assert_close(compiled(x), model(x), rtol)
 
 
-def check_training_step(model: ConvNet, x: torch.Tensor, backend: str) -> None:
+def check_training_step(model: ConvNet, x: torch.Tensor, backend: str, rtol: float = 1e-4) -> None:
     """A compiled forward and loss, then backward, gives eager's outputs and finite gradients equal to eager's."""
     torch._dynamo.reset()
 
@@ -115,7 +116,7 @@ def check_training_step(model: ConvNet, x: torch.Tensor, backend: str) -> None:
     got, grads = train_step(model, torch.compile(step, fullgraph=True, backend=backend), x)
     assert len(got) == len(expected) and len(grads) == len(expected_grads)
     for a, b in zip([*got, *grads], [*expected, *expected_grads]):
-        assert_close(a, b)
+        assert_close(a, b, rtol)
 
 
 @pytest.mark.parametrize(("name", "overrides"), zoo(list(FAMILY_SAMPLES)))
@@ -136,10 +137,16 @@ def test_training_step_compiles_fullgraph(name, overrides):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lenet5", "resnet20", "mobilenet_v1_025"])
 def test_inductor(name):
-    model = build(name, {})
+    # In float64: in float32 the rounding differences of inductor's fused kernels are amplified by the batch norms of
+    # the last stages, which see two values per channel at this size, until gradients differ by several percent.
+    # Inductor also draws dropout masks with its own generator, so the training step is compared without dropout.
+    model = build(name, {}).double()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
     x = smallest_batch(model)
-    check_forward(model, x, backend="inductor")
-    check_training_step(model, x, backend="inductor")
+    check_forward(model, x, backend="inductor", rtol=1e-6)
+    check_training_step(model, x, backend="inductor", rtol=1e-6)
 
 
 @pytest.mark.parametrize(("name", "overrides"), zoo(INTERMEDIATE_SAMPLES))
