@@ -115,9 +115,9 @@ CASES = [
     ),
     Bad(
         "pretrained=True without registered weights",
-        lambda d: convzoo.create_model("resnet20", pretrained=True),
+        lambda d: convzoo.create_model("resnet110", pretrained=True),
         WeightsError,
-        r"^resnet20: no weights are registered for it.*weights='path/to/file.safetensors'",
+        r"^resnet110: no weights are registered for it.*weights='path/to/file.safetensors'",
     ),
     Bad(
         "a number as list_models' pattern",
@@ -191,13 +191,13 @@ CASES = [
         "weights file that does not exist",
         lambda d: convzoo.create_model("resnet20", weights=d / "nope.pth"),
         FileNotFoundError,
-        r"nope.pth' is neither an existing file nor a registered weights name$",
+        r"nope.pth' is neither an existing file nor a registered weights name; weights registered for resnet20: ",
     ),
     Bad(
         "a folder as the weights file",
         lambda d: convzoo.create_model("resnet20", weights=d / "empty"),
         FileNotFoundError,
-        r"empty' is neither an existing file nor a registered weights name$",
+        r"empty' is neither an existing file nor a registered weights name; weights registered for resnet20: ",
     ),
     Bad(
         "a text file as the weights file",

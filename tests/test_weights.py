@@ -156,7 +156,7 @@ def test_registered_weights_names_and_hashes(tmp_path, net):
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     register_weights("resnet20.test_run", model="resnet20", source=path, sha256=digest)
     assert same_outputs(net, convzoo.create_model("resnet20", weights="resnet20.test_run"))
-    assert [w.name for w in convzoo.list_weights("resnet20")] == ["resnet20.test_run"]
+    assert [w.name for w in convzoo.list_weights("resnet20")] == ["resnet20.cifar10", "resnet20.test_run"]
     with pytest.raises(ValueError, match="already registered"):
         register_weights("resnet20.test_run", model="resnet20", source=path)
     with pytest.raises(WeightsError, match="registered for resnet20, not for resnet32"):

@@ -92,7 +92,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         convzoo weights show resnet20.cifar10
         """,
     )
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="list or show")
     listing = actions.add_parser("list", help="list registered weights")
     listing.add_argument("pattern", nargs="?", default="*", help="model or weights name pattern (default: all)")
     listing.add_argument("--dataset", help="only weights trained on this data set (prefix, any case)")
