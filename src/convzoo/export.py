@@ -26,6 +26,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from convzoo._files import write_atomically
+
 __all__ = [
     "FORMATS",
     "ExportError",
@@ -353,7 +355,7 @@ def export_model(
                     raise ExportError(f"{name}: the exported {format} file does not run: {_summary(e)}") from e
                 measured.append(_compare(name, format, got, want, atol))
 
-        written = _write_atomically(path, write)
+        written = write_atomically(path, write)
     finally:
         if isinstance(model, nn.Module):
             model.train(was_training)
@@ -369,12 +371,6 @@ def export_model(
         folded_batchnorms=folded,
         seconds=time.perf_counter() - start,
     )
-
-
-def _write_atomically(path: str | os.PathLike[str], write: Any) -> Path:
-    from convzoo._files import write_atomically
-
-    return write_atomically(path, write)
 
 
 # --- batch-norm folding ---------------------------------------------------------------------------------------------

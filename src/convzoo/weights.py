@@ -44,9 +44,10 @@ def cache_dir() -> Path:
     return convzoo_home() / "weights"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -152,7 +153,7 @@ def _expected_sha256(url: str, fragment: str) -> tuple[str, str] | None:
 
 
 def _check_sha256(path: Path, origin: str, expected: str, source: str, *, downloaded: bool) -> None:
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual.startswith(expected):
         return
     what = "a shorter or damaged download, or another file than the one meant" if downloaded else "another file"

@@ -8,7 +8,6 @@ of entries read by `load_entries`).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -61,7 +60,7 @@ def publish_checkpoint(
     """
     from convzoo.data import Augment, FastLoader, load_dataset
     from convzoo.train import evaluate, load_checkpoint, load_trained
-    from convzoo.weights import save_weights
+    from convzoo.weights import file_sha256, save_weights
 
     model, data = load_trained(checkpoint)
     state = load_checkpoint(checkpoint)
@@ -73,7 +72,7 @@ def publish_checkpoint(
     loader = FastLoader(test, batch_size=256, shuffle=False, augment=augment, device=torch.device("cpu"))
     result = evaluate(model, loader, device=torch.device("cpu"))
     path = save_weights(model, Path(folder) / f"{name}.safetensors", metadata={"weights_name": name})
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_sha256(path)
     history = state.get("history", [])
     seconds = sum(float(row.get("seconds", 0)) for row in history)
     epochs = len(history)
