@@ -13,6 +13,7 @@ for epoch in range(epochs):
 from convzoo.data.arrays import ArrayDataset, convert_channels, resize_images, stratified_split
 from convzoo.data.classic import default_data_root
 from convzoo.data.datasets import dataset_names, load_dataset
+from convzoo.data.features import FeatureSet
 from convzoo.data.loader import FastLoader
 from convzoo.data.readers import load_image_folder, load_npz
 from convzoo.data.shapes import make_shapes
@@ -22,6 +23,7 @@ __all__ = [
     "ArrayDataset",
     "Augment",
     "FastLoader",
+    "FeatureSet",
     "convert_channels",
     "dataset_names",
     "default_data_root",

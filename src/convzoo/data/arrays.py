@@ -153,6 +153,35 @@ class ArrayDataset:
             extras={k: v.index_select(0, index.to(v.device)) for k, v in self.extras.items()},
         )
 
+    def select_classes(self, classes: Sequence[int | str]) -> ArrayDataset:
+        """The images of ``classes`` (indices or names) alone, relabelled 0.. in the order given.
+
+        Raises:
+            ValueError: A class that is not in the set (the message lists them), or one given twice.
+        """
+        index = []
+        for c in classes:
+            if isinstance(c, str) and not c.lstrip("-").isdigit():
+                if c not in self.classes:
+                    raise ValueError(f"{self.name} has no class {c!r}; its classes are {self.classes}")
+                index.append(self.classes.index(c))
+            elif not 0 <= int(c) < self.num_classes:
+                raise ValueError(f"{self.name} has classes 0..{self.num_classes - 1}; got class {c}")
+            else:
+                index.append(int(c))
+        if len(set(index)) != len(index) or not index:
+            raise ValueError(f"select_classes needs distinct classes, at least one; got {list(classes)}")
+        relabel = torch.full((self.num_classes,), -1, dtype=torch.int64)
+        relabel[index] = torch.arange(len(index))
+        part = self.subset(relabel[self.labels] >= 0)
+        return ArrayDataset(
+            images=part.images,
+            labels=relabel[part.labels],
+            classes=[self.classes[i] for i in index],
+            name=self.name,
+            extras=part.extras,
+        )
+
 
 def check_label_range(labels: torch.Tensor, num_classes: int, source: str) -> None:
     """Raise `ValueError` naming the first label outside ``0..num_classes - 1`` and how many there are."""

@@ -10,11 +10,12 @@ from collections.abc import Iterator
 import torch
 
 from convzoo.data.arrays import ArrayDataset, derive_seed, intra_op_threads
+from convzoo.data.features import FeatureSet
 from convzoo.data.transforms import Augment
 
 
 class FastLoader:
-    """Iterate an `ArrayDataset` in batches on a device, augmented and normalised.
+    """Iterate an `ArrayDataset` in batches on a device, augmented and normalised (or a `FeatureSet`, as stored).
 
     The order is reproducible: epoch e is shuffled with a generator seeded with ``seed + e`` (the same on every
     rank, like `torch.utils.data.DistributedSampler`), and the augmentation draws from a generator seeded from
@@ -26,11 +27,14 @@ class FastLoader:
     does), so every image is seen at least once and at most ``world_size - 1`` twice. ``drop_last`` also drops a
     rank's final incomplete batch.
 
+    A batch is ``(images, labels)``, followed by the rows of each of the dataset's ``extras`` named in ``extras``
+    (e.g. a teacher's precomputed logits), in that order.
+
     Args:
-        dataset: The images and labels.
+        dataset: The images and labels, or feature vectors and labels.
         batch_size: Images per batch (per rank).
         shuffle: Shuffle every epoch; otherwise the dataset's order.
-        augment: Augmentation and normalisation; None converts to floats in [0, 1].
+        augment: Augmentation and normalisation; None converts to floats in [0, 1]. Feature vectors take none.
         device: Where the images live and the batches are made.
         drop_last: Drop the incomplete last batch (and, with several ranks, the tail that does not divide evenly).
         seed: Seed of the order and of the augmentation.
@@ -39,6 +43,7 @@ class FastLoader:
         cpu_threads: Intra-op threads that assemble a batch on the CPU (None: torch's setting). One by default:
             the batch ops are small and memory-bound, so on a few cores a parallel region costs more than it saves;
             the model's own ops run with torch's setting.
+        extras: Names of the dataset's ``extras`` to yield with each batch.
     """
 
     def __init__(
@@ -54,11 +59,18 @@ class FastLoader:
         rank: int = 0,
         world_size: int = 1,
         cpu_threads: int | None = 1,
+        extras: tuple[str, ...] = (),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank must lie in 0..world_size-1; got rank {rank} of world_size {world_size}")
+        missing = [k for k in extras if k not in dataset.extras]
+        if missing:
+            raise KeyError(f"{dataset.name} has no extras {missing}; it has {sorted(dataset.extras)}")
+        self.features = isinstance(dataset, FeatureSet)
+        if self.features and augment is not None:
+            raise ValueError(f"{dataset.name} holds feature vectors, which take no augmentation; pass augment=None")
         self.dataset = dataset
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.augment = augment if augment is not None else Augment()
@@ -68,6 +80,7 @@ class FastLoader:
         self.cpu_threads = cpu_threads if self.device.type == "cpu" else None
         self.images = dataset.images.to(self.device)
         self.labels = dataset.labels.to(self.device)
+        self.extras = [dataset.extras[k].to(self.device) for k in extras]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration reproduces."""
@@ -96,7 +109,7 @@ class FastLoader:
             order = order.repeat(math.ceil(total / n))
         return order[:total][self.rank :: self.world_size]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         index = self.indices()
         contiguous = index.numel() == len(self.dataset) and not self.shuffle  # plain slices, no copies
         index = index.to(self.device)
@@ -105,9 +118,10 @@ class FastLoader:
         for b in range(len(self)):
             with intra_op_threads(self.cpu_threads):
                 if contiguous:
-                    x, y = self.images[b * bs : (b + 1) * bs], self.labels[b * bs : (b + 1) * bs]
+                    rows = [t[b * bs : (b + 1) * bs] for t in (self.images, self.labels, *self.extras)]
                 else:
                     sel = index[b * bs : (b + 1) * bs]
-                    x, y = self.images.index_select(0, sel), self.labels.index_select(0, sel)
-                x = self.augment(x, generator=generator)
-            yield x, y  # outside the thread setting: the consumer's model runs with its own
+                    rows = [t.index_select(0, sel) for t in (self.images, self.labels, *self.extras)]
+                if not self.features:
+                    rows[0] = self.augment(rows[0], generator=generator)
+            yield tuple(rows)  # outside the thread setting: the consumer's model runs with its own

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,33 +108,58 @@ class RunData:
 
 
 def load_run_data(
-    config: TrainConfig, recipe: Recipe, size: int, dist: dist_utils.DistInfo, device: torch.device
+    config: TrainConfig,
+    recipe: Recipe,
+    size: int,
+    dist: dist_utils.DistInfo,
+    device: torch.device,
+    *,
+    datasets: tuple[Any, Any] | None = None,
+    extras: tuple[str, ...] = (),
 ) -> RunData:
     """Load the data sets and build the loaders of this process.
+
+    Args:
+        config: The run's settings; ``config.data`` names the data set unless ``datasets`` are given.
+        recipe: The recipe (batch size, augmentation).
+        size: Side of the images fed to the network.
+        dist: This process's place in the run.
+        device: Where the batches are made.
+        datasets: (train, test) splits prepared by the caller, `ArrayDataset` images or `FeatureSet` vectors, in
+            place of loading ``config.data`` (which then only names them).
+        extras: Per-image tensors of the splits' ``extras`` that the loaders yield after the labels.
 
     Raises:
         ValueError: The batch does not divide over the processes, or the training set holds less than one batch.
     """
-    from convzoo.data import Augment, FastLoader, load_dataset
+    from convzoo.data import Augment, FastLoader, FeatureSet, load_dataset
 
-    train_set, test_set = load_dataset(
-        config.data, root=config.data_root, image_size=size, seed=config.seed, skip_corrupt=config.skip_corrupt
-    )
-    mean, std = train_set.mean_std()
+    if datasets is None:
+        train_set, test_set = load_dataset(
+            config.data, root=config.data_root, image_size=size, seed=config.seed, skip_corrupt=config.skip_corrupt
+        )
+    else:
+        train_set, test_set = datasets
+    features = isinstance(train_set, FeatureSet)
+    mean, std = ((), ()) if features else train_set.mean_std()
     if recipe.batch_size % dist.world_size:
         raise ValueError(
             f"the global batch size {recipe.batch_size} must divide evenly over {dist.world_size} processes"
         )
     per_rank = recipe.batch_size // dist.world_size
-    augment = Augment(
-        crop=size if (recipe.crop_padding or recipe.random_resized_crop) else None,
-        padding=recipe.crop_padding,
-        flip=recipe.flip,
-        random_resized_crop=recipe.random_resized_crop,
-        out_size=size,
-        color_jitter=recipe.color_jitter,
-        mean=mean,
-        std=std,
+    augment = (
+        None
+        if features
+        else Augment(
+            crop=size if (recipe.crop_padding or recipe.random_resized_crop) else None,
+            padding=recipe.crop_padding,
+            flip=recipe.flip,
+            random_resized_crop=recipe.random_resized_crop,
+            out_size=size,
+            color_jitter=recipe.color_jitter,
+            mean=mean,
+            std=std,
+        )
     )
     train_loader = FastLoader(
         train_set,
@@ -146,6 +171,7 @@ def load_run_data(
         seed=config.seed,
         rank=dist.rank,
         world_size=dist.world_size,
+        extras=extras,
     )
     if len(train_loader) == 0:
         raise ValueError(
@@ -158,8 +184,9 @@ def load_run_data(
         test_shard,
         batch_size=config.eval_batch_size,
         shuffle=False,
-        augment=Augment(mean=mean, std=std, out_size=size),
+        augment=None if features else Augment(mean=mean, std=std, out_size=size),
         device=device,
+        extras=extras,
     )
     return RunData(train_set, test_set, train_loader, test_loader, mean, std, size, per_rank)
 
@@ -230,16 +257,30 @@ def build_ema(model: nn.Module, decay: float | None) -> ModelEma | None:
     return ModelEma(model, decay) if decay else None
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimiser; norm and bias parameters go without weight decay unless the recipe decays them."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+def build_optimizer(
+    model: nn.Module, recipe: Recipe, lr_scale: Callable[[str], float] | None = None
+) -> torch.optim.Optimizer:
+    """The recipe's optimiser over the parameters that train (``requires_grad``).
+
+    Norm and bias parameters go without weight decay unless the recipe decays them. ``lr_scale`` gives a parameter
+    (by name) a factor of the recipe's learning rate; each parameter group records its factor as ``"lr_scale"``,
+    which the `Trainer` applies at every step.
+    """
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 and not recipe.decay_norm_and_bias else decay).append(p)
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        decays = not (p.ndim <= 1 and not recipe.decay_norm_and_bias)
+        scale = float(lr_scale(name)) if lr_scale is not None else 1.0
+        if scale < 0:
+            raise ValueError(f"the learning rate factor of {name} must not be negative; got {scale}")
+        groups.setdefault((decays, scale), []).append(p)
+    if not groups:
+        raise ValueError("nothing to train: every parameter of the network is frozen (requires_grad is off)")
+    groups = [
+        {"params": params, "weight_decay": recipe.weight_decay if decays else 0.0, "lr_scale": scale}
+        for (decays, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))
+    ]
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
     return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.momentum, 0.999))
@@ -287,6 +328,10 @@ def choose_step_format(
         if not left_open:
             return fmt, fmt.label
         return fmt, fmt.label + (" (as the run began)" if config.resume else " (deterministic mode measures nothing)")
+    if data.train_set.images.dim() != 4:
+        # Feature vectors: a linear layer or two, nothing to gain from a format worth measuring.
+        fmt = StepFormat("off" if config.amp == "auto" else config.amp, False)
+        return fmt, fmt.label + (" (feature vectors: nothing measured)" if left_open else "")
     candidates = candidate_formats(device, amp=config.amp, channels_last=config.channels_last)
     if len(candidates) == 1:
         return candidates[0], candidates[0].label

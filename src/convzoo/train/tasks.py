@@ -147,6 +147,27 @@ class Task(ABC):
     def eval_metrics(self) -> Metrics:
         """Fresh metrics of an evaluation, which must include ``best_metric``."""
 
+    def keep_frozen(self, model: nn.Module) -> None:
+        """Put back in evaluation mode the parts of ``model`` that do not train, after the `Trainer` has put the whole
+        network in training mode at the start of an epoch.
+
+        A frozen part is a module whose parameters all have ``requires_grad`` off (and that has some): its batch norms
+        keep the statistics they were trained with and its dropout stays off, as a frozen feature extractor must.
+        Parameter-free layers inside a part that trains (activations, dropout between trained layers) keep training
+        mode. The default does nothing to a network that trains whole.
+        """
+        params = list(model.parameters(recurse=True))
+        if params and not any(p.requires_grad for p in params):
+            model.eval()
+            return
+        for child in model.children():
+            self.keep_frozen(child)
+
+    def lr_scale(self, name: str) -> float:
+        """The factor of the recipe's learning rate for the parameter ``name`` (a name in ``model.named_parameters``);
+        1 by default. Fine-tuning gives the pretrained backbone a lower rate than the new head."""
+        return 1.0
+
     def is_better(self, value: float, best: float | None) -> bool:
         """Whether ``value`` of ``best_metric`` improves on the best so far (None: nothing yet)."""
         return best is None or (value > best if self.higher_is_better else value < best)

@@ -123,10 +123,20 @@ class Trainer:
     The constructor checks the settings, loads the data, builds the network, optimiser and schedule, and when
     resuming restores them, all before the run folder is touched; `run` trains.
 
+    The experiments built on the engine (transfer learning, probing, distillation) pass what they prepared
+    themselves: a network (a pretrained one with a new head, a frozen trunk with probes) and data sets (a class
+    subset, precomputed features). ``config.model`` and ``config.data`` then only name them in the log, the report
+    and the checkpoints; resuming such a run means passing the same network and data again.
+
     Args:
         config: The run's settings.
         callbacks: Called with a `StepState` after every optimiser step.
         task: What the run learns; default: classification with the recipe's label smoothing.
+        model: The network to train instead of ``create_model(config.model, ...)``; its parameters with
+            ``requires_grad`` off stay frozen (see `Task.keep_frozen`).
+        datasets: (train, test) splits, `ArrayDataset` images or `FeatureSet` vectors, instead of loading
+            ``config.data``.
+        extras: Names of the splits' per-image ``extras`` the batches carry after the labels (for the task).
     """
 
     def __init__(
@@ -135,6 +145,9 @@ class Trainer:
         callbacks: list[Callable[[StepState], None]] | None = None,
         *,
         task: Task | None = None,
+        model: nn.Module | None = None,
+        datasets: tuple[Any, Any] | None = None,
+        extras: tuple[str, ...] = (),
     ) -> None:
         from convzoo.registry import get_model_card
 
@@ -143,9 +156,15 @@ class Trainer:
         self.config = config
         self.callbacks = list(callbacks or [])
         self.stop_requested = False
+        self.lr = 0.0
         self.recipe = build_recipe(config)
         self.task = task or ClassificationTask(label_smoothing=self.recipe.label_smoothing)
-        size = config.image_size or get_model_card(config.model).input_size[-1]
+        if config.image_size:
+            size = config.image_size
+        elif datasets is not None:
+            size = datasets[0].image_size[-1]
+        else:
+            size = get_model_card(config.model).input_size[-1]
         self.out = Path(config.out) if config.out else default_out_dir(config)
         saved = resume_state(config, self.out)
         self.dist, self.device = dist_utils.setup(config.device)
@@ -153,10 +172,15 @@ class Trainer:
             check_device(config, self.device)
             with process_switches(config):
                 torch.manual_seed(config.seed)
-                self.data = load_run_data(config, self.recipe, size, self.dist, self.device)
+                self.data = load_run_data(
+                    config, self.recipe, size, self.dist, self.device, datasets=datasets, extras=extras
+                )
                 if isinstance(self.task, ClassificationTask) and self.task.num_classes is None:
                     self.task.num_classes = self.data.num_classes  # decides whether the log shows top-5
-                model = build_model(config, self.data, self.dist, self.device)
+                if model is None:
+                    model = build_model(config, self.data, self.dist, self.device)
+                else:
+                    model = model.to(self.device)
                 self.step_format, self.format_note = choose_step_format(
                     config,
                     model,
@@ -168,7 +192,7 @@ class Trainer:
                 )
                 self.model = model.to(memory_format=torch.channels_last) if self.step_format.channels_last else model
                 self.ema = build_ema(self.model, config.ema)
-                self.optimizer = build_optimizer(self.model, self.recipe)
+                self.optimizer = build_optimizer(self.model, self.recipe, self.task.lr_scale)
                 self.scaler = torch.amp.GradScaler("cuda", enabled=self.step_format.amp == "fp16")
                 steps_per_epoch = len(self.data.train_loader)
                 self.total_steps = self.recipe.iterations or self.recipe.epochs * steps_per_epoch
@@ -284,6 +308,7 @@ class Trainer:
         """Train on the batches of ``epoch`` from batch ``skip`` on (where an interrupted run stopped)."""
         loader = self.data.train_loader
         self.net.train()
+        self.task.keep_frozen(self.model)
         loader.set_epoch(epoch)
         metrics = self.task.train_metrics()
         batches = min(len(loader), self.total_steps - step + skip)
@@ -318,7 +343,8 @@ class Trainer:
         cfg = self.config
         lr = self.schedule(step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.lr = lr
         if self.step_format.channels_last:
             batch = to_channels_last(batch)
         with autocast(self.device, self.step_format.amp):
@@ -364,7 +390,7 @@ class Trainer:
         row = {
             "epoch": epoch + 1,
             "step": step,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self.lr,  # the recipe's rate; parameter groups may train at a fraction of it (Task.lr_scale)
             **self.task.columns(train, test),
             # The weights the test columns measure: those best.pt is picked by and model.safetensors exports.
             "evaluated": "ema" if self.ema is not None else "model",
