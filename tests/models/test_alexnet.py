@@ -217,6 +217,10 @@ def test_head_reset_keeps_hidden_layers_and_no_classifier_leaves_the_pooled_map(
     fc6 = model.classifier[0]
     with torch.no_grad():
         features = model.forward_features(x)
+        # The transferable feature is fc7, the last hidden layer the output layer reads.
+        fc7 = model.forward_head(features, pre_logits=True)
+        assert model.head_hidden_size == 32 and fc7.shape == (2, 32) and (fc7 >= 0).all()
+        torch.testing.assert_close(model.classifier[6](fc7), model(x))
         model.reset_classifier(5)
         assert model.classifier[0] is fc6 and model(x).shape == (2, 5)
         assert model.classifier[6].bias.abs().sum() == 0  # a fresh output layer, initialised as the paper's

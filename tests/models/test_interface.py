@@ -174,7 +174,10 @@ def test_interface(model):
         logits = model.forward_head(features)
         assert torch.allclose(logits, model(x), atol=1e-5)
         pre = model.forward_head(features, pre_logits=True)
-        assert pre.shape == (2, model.num_features)
+        assert pre.shape == (2, model.head_hidden_size)
+        # The pre-logits vector is what the output layer reads: the output layer alone turns it into the logits.
+        if isinstance(model.get_classifier(), nn.Linear):
+            torch.testing.assert_close(model.get_classifier()(pre), logits, atol=1e-5, rtol=1e-4)
     assert model.num_classes == 7
 
 

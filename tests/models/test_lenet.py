@@ -157,8 +157,10 @@ def test_head_keeps_f6_on_reset_and_drops_it_without_classifier():
     f6 = model.classifier[0].weight.clone()
     with torch.no_grad():
         c5 = model.forward_features(x)
-        # On a 32x32 input C5 is 1x1: the pooled vector is C5 itself, the 120 values F6 reads.
-        torch.testing.assert_close(model.forward_head(c5, pre_logits=True), c5.flatten(1))
+        # The pre-logits vector is F6's output, the 84 values the output layer reads.
+        f6_out = model.classifier[1](model.classifier[0](c5.flatten(1)))
+        assert model.head_hidden_size == 84 and f6_out.shape == (3, 84)
+        torch.testing.assert_close(model.forward_head(c5, pre_logits=True), f6_out)
         assert model.get_classifier() is model.classifier[2]
         model.reset_classifier(26)
         assert torch.equal(model.classifier[0].weight, f6) and model(x).shape == (3, 26)

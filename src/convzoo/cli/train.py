@@ -86,6 +86,15 @@ def _arch_settings(items: list[str], model: str) -> dict[str, Any]:
     return settings
 
 
+def _classes(text: str) -> list[int | str]:
+    from convzoo.data.arrays import parse_classes
+
+    try:
+        return parse_classes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _train_config(args: argparse.Namespace):
     """The run's settings: the YAML file's, then the flags given; resuming, the checkpoint's, checked against these."""
     from convzoo.train import TrainConfig
@@ -208,6 +217,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         convzoo train wrn16_8 --data cifar10 --recipe wrn-cifar --arch block_drop_rate=0.3
         convzoo train resnet20 --data shapes --epochs 5 --optimizer adamw --lr 0.002 --schedule cosine
         convzoo train resnet20 --data shapes --label-smoothing 0.1 --milestones 0.5,0.75 --out runs/shapes
+        convzoo train resnet20 --data cifar10 --classes 0-4     # one half of CIFAR-10
         convzoo train --out runs/shapes --resume          # continue an interrupted run
         convzoo train --config run.yaml --seed 1
         """,
@@ -225,6 +235,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--data-root",
         default=s,
         help="folder holding the named data set (default: $CONVZOO_DATA, else $CONVZOO_HOME/data)",
+    )
+    run.add_argument(
+        "--classes",
+        type=_classes,
+        default=s,
+        metavar="CLASSES",
+        help="train and test on these classes alone, relabelled 0.. in the order given: indices, ranges or "
+        "names (0-4, 0,2,5-7, cat,dog)",
     )
     run.add_argument("--recipe", default=s, help="named recipe (see `convzoo recipes`; default: quick)")
     run.add_argument("--config", help="YAML file of settings (training and recipe settings); flags override it")

@@ -183,6 +183,24 @@ class ArrayDataset:
         )
 
 
+def parse_classes(text: str) -> list[int | str]:
+    """Classes written on a command line: indices and ranges (``0-4``, ``0,2,5-7``) or names (``cat,dog``)."""
+    out: list[int | str] = []
+    for part in (p.strip() for p in text.split(",")):
+        lo, sep, hi = part.partition("-")
+        if sep and lo.isdigit() and hi.isdigit():
+            if int(hi) < int(lo):
+                raise ValueError(f"class range {part!r} runs backwards; write it low-high, e.g. 0-4")
+            out.extend(range(int(lo), int(hi) + 1))
+        elif part.isdigit():
+            out.append(int(part))
+        elif part:
+            out.append(part)
+    if not out:
+        raise ValueError(f"no classes in {text!r}; write indices, ranges or names, e.g. 0-4 or cat,dog")
+    return out
+
+
 def check_label_range(labels: torch.Tensor, num_classes: int, source: str) -> None:
     """Raise `ValueError` naming the first label outside ``0..num_classes - 1`` and how many there are."""
     if labels.numel() == 0:

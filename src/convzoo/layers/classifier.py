@@ -68,6 +68,12 @@ class FCHead(nn.Sequential):
         """The output layer."""
         return self[-1]
 
+    def forward_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's output (after its activation and dropout): what the output layer reads."""
+        for layer in list(self)[:-1]:
+            x = layer(x)
+        return x
+
     @property
     def hidden_size(self) -> int:
         """Width of the last hidden layer (the input of the output layer)."""

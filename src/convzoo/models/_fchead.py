@@ -28,8 +28,10 @@ class FCHeadNet(ConvNet):
     - ``reset_classifier(0)`` removes every fully connected layer: without an output layer they are only half a
       classifier. What remains is the convolutional network, whose forward returns the globally averaged last
       feature map, ``num_features`` values per image. A later ``reset_classifier(n)`` builds fresh hidden layers.
-    - ``forward_head(x, pre_logits=True)`` returns that globally averaged vector too. (The fully connected layers
-      read the whole pooled grid, not this vector; forward hooks on ``classifier`` reach their activations.)
+    - ``forward_head(x, pre_logits=True)`` returns the last hidden layer's activations, the vector the output layer
+      reads (fc7 of AlexNet and VGG, F6 of LeNet): the feature the transfer-learning recipes of the lectures
+      take from these networks. Its width is ``head_hidden_size``. Without fully connected layers it is the globally
+      averaged last feature map, as the forward pass returns then.
 
     Subclasses build ``features`` and hand it to `_add_trunk_and_head`, and implement `_make_classifier`, `_init_fc`
     and `_init_weights`. The trunks are unpadded or partly so: ``min_input_size`` and ``feature_info`` are read off
@@ -91,11 +93,17 @@ class FCHeadNet(ConvNet):
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if pre_logits or not self.num_classes:
+        if not self.num_classes:
             return x.mean((2, 3))
         x = self.avgpool(x)
         x = torch.flatten(x, 1)
+        if pre_logits:
+            return self.classifier.forward_hidden(x)
         return self.classifier(x)
+
+    @property
+    def head_hidden_size(self) -> int:
+        return self.classifier.hidden_size if self.num_classes else self.num_features
 
     def get_classifier(self) -> nn.Module:
         return self.classifier.output if self.num_classes else self.classifier

@@ -223,6 +223,15 @@ class ConvNet(nn.Module, metaclass=abc.ABCMeta):
         """The final classification layer."""
         return getattr(self, self.head_names.fc)
 
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of ``forward_head(x, pre_logits=True)``: the vector the output layer reads, the transferable feature.
+
+        For a pooled head it is the pooled last feature map (``num_features``); networks with fully connected layers
+        return their last hidden layer (AlexNet's and VGG's fc7, LeNet's F6).
+        """
+        return self.num_features
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a freshly initialised one with ``num_classes`` outputs (0: no classifier).
 

@@ -140,6 +140,8 @@ def load_run_data(
         )
     else:
         train_set, test_set = datasets
+    if config.classes:
+        train_set, test_set = train_set.select_classes(config.classes), test_set.select_classes(config.classes)
     features = isinstance(train_set, FeatureSet)
     mean, std = ((), ()) if features else train_set.mean_std()
     if recipe.batch_size % dist.world_size:

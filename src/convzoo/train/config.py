@@ -26,6 +26,8 @@ class TrainConfig:
         model: Registered model name.
         data: Data set name (``digits``, ``shapes``, ``cifar10``, ...) or a path (.npz file or image folder).
         data_root: Where named real data sets live (default: ``$CONVZOO_DATA``, else ``$CONVZOO_HOME/data``).
+        classes: Train and test on these classes of the data set alone (indices or names), relabelled 0.. in the
+            order given, e.g. one half of CIFAR-10 to pretrain a network that is then moved to the other half.
         recipe: Named recipe (see ``convzoo.train.RECIPES``).
         recipe_overrides: Recipe settings to change, e.g. ``{"epochs": 5, "lr": 0.05}``.
         model_args: Architecture overrides passed to ``create_model``.
@@ -54,6 +56,7 @@ class TrainConfig:
     model: str = "resnet20"
     data: str = "digits"
     data_root: str | None = None
+    classes: list[int | str] | None = None
     recipe: str = "quick"
     recipe_overrides: dict[str, Any] = field(default_factory=dict)
     model_args: dict[str, Any] = field(default_factory=dict)
