@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import re
 import textwrap
@@ -179,3 +180,45 @@ def field_types(cls: type) -> dict[str, Any]:
         return typing.get_type_hints(cls)
     except (NameError, TypeError):
         return {}
+
+
+# Recipe settings whose flags say more than the docstring of `Recipe`.
+_RECIPE_HELP = {
+    "optimizer": "optimiser",
+    "schedule": "learning-rate schedule, after the warm-up",
+    "epochs": "training length in epochs",
+    "iterations": "training length in optimiser steps (replaces --epochs; none: use epochs)",
+    "lr": "peak learning rate (default: the recipe's, scaled linearly with --batch-size)",
+    "batch_size": "global batch size (split across processes in distributed runs)",
+}
+
+
+def add_recipe_flags(group: argparse._ArgumentGroup) -> None:
+    """One flag per `Recipe` setting, typed from its annotation and described by its docstring."""
+    from convzoo.train.recipes import OPTIMIZERS, SCHEDULES, Recipe
+
+    docs, types = field_docs(Recipe), field_types(Recipe)
+    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+    for field in dataclasses.fields(Recipe):
+        if field.name in ("name", "source"):
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        text = _RECIPE_HELP.get(field.name) or docs.get(field.name, field.name.replace("_", " "))
+        text = (text[:1].lower() + text[1:]).removesuffix(".").replace("%", "%%")
+        annotation = types.get(field.name, str)
+        if annotation is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+        elif field.name in choices:
+            group.add_argument(flag, choices=choices[field.name], default=argparse.SUPPRESS, help=text)
+        else:
+            group.add_argument(
+                flag, type=TypedValue(annotation), default=argparse.SUPPRESS, metavar=metavar(annotation), help=text
+            )
+
+
+def given_recipe_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe settings among the parsed flags of `add_recipe_flags` (those given; lists as YAML holds them)."""
+    from convzoo.train.recipes import Recipe
+
+    names = {f.name for f in dataclasses.fields(Recipe)} - {"name", "source"}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items() if k in names}

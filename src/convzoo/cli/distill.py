@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
-from convzoo.cli._args import add_command
+from convzoo.cli._args import add_command, add_recipe_flags, given_recipe_settings
 
-# Flags of run settings, by their TrainConfig name; recipe flags are collected apart (see `_add_recipe_flags`).
+# Flags of run settings, by their TrainConfig name; recipe flags are collected apart (see `add_recipe_flags`).
 _RUN_SETTINGS = ("data_root", "recipe", "image_size", "seed", "device", "amp", "deterministic", "eval_batch_size")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """The `run_distillation` settings of the flags given (recipe flags become ``recipe_overrides``)."""
-    from convzoo.train.recipes import Recipe
-
     given = vars(args)
-    recipe_fields = {f.name for f in dataclasses.fields(Recipe)} - {"name", "source"}
     settings: dict[str, Any] = {k: given[k] for k in _RUN_SETTINGS if k in given}
-    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items() if k in recipe_fields}
+    overrides = given_recipe_settings(args)
     if overrides:
         settings["recipe_overrides"] = overrides
     if args.no_progress:
@@ -61,8 +57,6 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from convzoo.cli.train import _add_recipe_flags
-
     p = add_command(
         sub,
         "distill",
@@ -140,5 +134,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--deterministic", action="store_true", default=s, help="deterministic kernels only")
     run.add_argument("--eval-batch-size", type=int, default=s, help="batch size for evaluation (default: 256)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_recipe_flags(p.add_argument_group("recipe settings of both runs (default: the recipe's)"))
+    add_recipe_flags(p.add_argument_group("recipe settings of both runs (default: the recipe's)"))
     p.set_defaults(func=_cmd_distill)

@@ -13,25 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from convzoo.cli._args import (
-    TypedValue,
     add_command,
+    add_recipe_flags,
     convert,
     describe_type,
-    field_docs,
     field_types,
-    metavar,
     parse_literal,
 )
 
-# Recipe settings whose flags say more than the docstring of `Recipe`.
-_RECIPE_HELP = {
-    "optimizer": "optimiser",
-    "schedule": "learning-rate schedule, after the warm-up",
-    "epochs": "training length in epochs",
-    "iterations": "training length in optimiser steps (replaces --epochs; none: use epochs)",
-    "lr": "peak learning rate (default: the recipe's, scaled linearly with --batch-size)",
-    "batch_size": "global batch size (split across processes in distributed runs)",
-}
 _NOT_FLAGS = ("name", "source")
 # Settings of the parsed arguments that are not run settings.
 _COMMAND_KEYS = ("command", "func", "config", "arch", "no_progress", "remeasure_format")
@@ -177,29 +166,6 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_recipe_flags(group: argparse._ArgumentGroup) -> None:
-    """One flag per `Recipe` setting, typed from its annotation and described by its docstring."""
-    from convzoo.train.recipes import OPTIMIZERS, SCHEDULES, Recipe
-
-    docs, types = field_docs(Recipe), field_types(Recipe)
-    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
-    for field in dataclasses.fields(Recipe):
-        if field.name in _NOT_FLAGS:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        text = _RECIPE_HELP.get(field.name) or docs.get(field.name, field.name.replace("_", " "))
-        text = (text[:1].lower() + text[1:]).removesuffix(".").replace("%", "%%")
-        annotation = types.get(field.name, str)
-        if annotation is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-        elif field.name in choices:
-            group.add_argument(flag, choices=choices[field.name], default=argparse.SUPPRESS, help=text)
-        else:
-            group.add_argument(
-                flag, type=TypedValue(annotation), default=argparse.SUPPRESS, metavar=metavar(annotation), help=text
-            )
-
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
@@ -294,7 +260,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--eval-batch-size", type=int, default=s, help="batch size for evaluation (default: 256)")
     run.add_argument("--tensorboard", action="store_true", default=s, help="also write TensorBoard logs")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_recipe_flags(p.add_argument_group("recipe settings (default: the recipe's; see `convzoo recipes -v`)"))
+    add_recipe_flags(p.add_argument_group("recipe settings (default: the recipe's; see `convzoo recipes -v`)"))
     p.set_defaults(func=_cmd_train)
 
     p = add_command(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from convzoo.cli._args import add_command, positive_int
+from convzoo.cli._args import add_command, add_recipe_flags, given_recipe_settings, positive_int
 from convzoo.cli.train import _classes
 
 
@@ -32,7 +32,6 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
         classes=args.classes,
         data_root=args.data_root,
         recipe=args.recipe,
-        epochs=args.epochs,
         linear_epochs=args.linear_epochs,
         unfreeze=args.unfreeze,
         backbone_lr_scale=args.backbone_lr_scale,
@@ -40,6 +39,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
         device=args.device,
         out=args.out,
         progress=False if args.no_progress else None,
+        recipe_overrides=given_recipe_settings(args),
         train_settings={"amp": args.amp},
     )
     if result.report is None:
@@ -86,7 +86,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-root", help="folder holding the named data set (default: $CONVZOO_DATA)")
     p.add_argument("--recipe", default="quick", help="training recipe of every run (default: quick)")
-    p.add_argument("--epochs", type=positive_int, help="epochs of the scratch and fine-tuning runs")
     p.add_argument("--linear-epochs", type=positive_int, help="epochs of the linear classifier (default: --epochs)")
     p.add_argument(
         "--unfreeze",
@@ -110,4 +109,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", help="experiment folder (default: runs/transfer-TIME)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_recipe_flags(p.add_argument_group("recipe settings of every run (default: the recipe's)"))
     p.set_defaults(func=_cmd_transfer)
