@@ -50,7 +50,7 @@ class Classifier:
         return self.model(x.to(device)).softmax(dim=1).cpu()
 
 
-def _is_training_checkpoint(target: str) -> bool:
+def is_training_checkpoint(target: str) -> bool:
     return Path(target).suffix == ".pt" or (Path(target).is_file() and target not in list_models())
 
 
@@ -71,7 +71,7 @@ def load_classifier(target: str | os.PathLike[str], *, weights: str | os.PathLik
     from convzoo.factory import create_model
 
     text = os.fspath(target)
-    if _is_training_checkpoint(text):
+    if is_training_checkpoint(text):
         if weights is not None:
             raise ValueError(f"{text} is a training checkpoint and holds its weights; --weights applies to model names")
         from convzoo.train import load_trained

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from convzoo.cli import evaluate, export, train, weights, zoo
+from convzoo.cli import distill, evaluate, experiment, export, probe, train, transfer, weights, zoo
 
 __all__ = ["build_parser", "main"]
 
@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parsers(sub)
     export.add_parsers(sub)
     weights.add_parsers(sub)
+    experiment.add_parsers(sub)
+    transfer.add_parsers(sub)
+    probe.add_parsers(sub)
+    distill.add_parsers(sub)
     return parser
 
 

@@ -30,6 +30,7 @@ from convzoo.data import ArrayDataset, Augment, FastLoader, FeatureSet
 from convzoo.experiments.report import Evidence, ExperimentFolder, Table
 from convzoo.train import ClassificationTask, RunResult, TrainConfig, Trainer
 from convzoo.train import distributed as dist_utils
+from convzoo.transfer.source import Source, load_source
 
 __all__ = [
     "MODES",
@@ -48,61 +49,6 @@ __all__ = [
 
 MODES = ("scratch", "linear", "finetune")
 _MODE_COLUMNS = {"scratch": "from scratch", "linear": "frozen features + classifier", "finetune": "fine-tuned"}
-
-
-@dataclass
-class Source:
-    """A pretrained network and what rebuilding it needs.
-
-    Attributes:
-        model: The network, with the weights and output layer it was trained with.
-        arch: Its registered model name.
-        model_args: The architecture settings it was built with.
-        label: What was loaded (a checkpoint path, a weights name or file).
-        in_chans: Input channels it takes.
-        image_size: Side of the images it was trained on.
-        classes: The classes it was trained on.
-    """
-
-    model: nn.Module
-    arch: str
-    model_args: dict[str, Any]
-    label: str
-    in_chans: int
-    image_size: int
-    classes: list[str]
-
-
-def load_source(source: str | os.PathLike[str], *, weights: str | os.PathLike[str] | None = None) -> Source:
-    """A pretrained network: a training checkpoint (``best.pt``/``last.pt``), or a registered model name with
-    ``weights`` (a registered name, or a file in convzoo's or torchvision's format; None: the model's default entry).
-
-    Raises:
-        FileNotFoundError: A checkpoint or weights file that is not there.
-        KeyError: An unknown model name (with close matches).
-        WeightsError: Weights that cannot be read or do not fit.
-    """
-    from convzoo.inference import _is_training_checkpoint, load_classifier
-    from convzoo.train import load_checkpoint
-
-    text = os.fspath(source)
-    classifier = load_classifier(text, weights=weights)
-    model = classifier.model
-    if _is_training_checkpoint(text):
-        info = load_checkpoint(text)["model"]
-        arch, model_args = info["name"], dict(info["model_args"])
-    else:
-        entry = getattr(model, "weights_entry", None)
-        arch, model_args = text, dict(entry.model_args) if entry is not None else {}
-    return Source(
-        model=model,
-        arch=arch,
-        model_args=model_args,
-        label=classifier.source,
-        in_chans=model.in_chans,
-        image_size=classifier.preprocessing.crop_size,
-        classes=list(classifier.classes),
-    )
 
 
 def _module_order(model: nn.Module) -> dict[str, int]:
@@ -418,7 +364,7 @@ def run_transfer(
     report = folder.write(
         title=f"Transfer learning: {src.arch} ({src.label}) to {target}",
         evidence=Evidence(
-            experiment=f"transfer of {src.arch} trained on {len(src.classes)} classes ({src.label}) to {target}: "
+            experiment=f"transfer of {src.arch} trained on {src.model.num_classes} classes ({src.label}) to {target}: "
             + ", ".join(_MODE_COLUMNS[m] for m in modes),
             data=f"{target}: {len(train_set)} training and {len(test_set)} test images of "
             f"{'x'.join(map(str, train_set.image_size))}, {train_set.num_classes} classes",
