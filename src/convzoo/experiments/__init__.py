@@ -4,6 +4,7 @@ Every experiment leaves a folder holding one engine run folder per training run,
 evidence header, the results table and what they show), ``results.csv`` (the same table) and ``chart.png``.
 """
 
+from convzoo.experiments.degradation import DegradationResult, judge_degradation, run_degradation
 from convzoo.experiments.report import Evidence, ExperimentFolder, Table
 
-__all__ = ["Evidence", "ExperimentFolder", "Table"]
+__all__ = ["DegradationResult", "Evidence", "ExperimentFolder", "Table", "judge_degradation", "run_degradation"]
