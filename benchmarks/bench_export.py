@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,22 +24,12 @@ from pathlib import Path
 import torch
 
 import convzoo
+from convzoo.experiments.report import cpu_name
 from convzoo.export import export_model
 from report import update_section
 
 MODELS = ["resnet20", "mobilenet_v1", "resnet50"]
 RUNTIMES = ("eager", "compile", "onnxruntime")
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one, else what platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load() -> float:

@@ -20,7 +20,7 @@ import torch
 
 from convzoo._files import write_atomically
 
-__all__ = ["Evidence", "ExperimentFolder", "Table", "default_experiment_dir", "hardware"]
+__all__ = ["Evidence", "ExperimentFolder", "Table", "cpu_name", "default_experiment_dir", "hardware"]
 
 
 def hardware(device: str | torch.device | None = None) -> str:
@@ -29,13 +29,13 @@ def hardware(device: str | torch.device | None = None) -> str:
     if device.type == "cuda" and torch.cuda.is_available():
         chip = torch.cuda.get_device_name(device)
     else:
-        chip = _cpu_name()
+        chip = cpu_name()
         chip += f", {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     system = f"{platform.system()} {platform.machine()}, Python {platform.python_version()}"
     return f"{chip}; {system}, torch {torch.__version__}"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
