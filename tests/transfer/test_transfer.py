@@ -1,5 +1,6 @@
 import csv
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -118,12 +119,27 @@ def test_features_are_the_pre_logits_vectors_of_the_normalised_images():
 
 
 @pytest.fixture(scope="module")
-def digits_transfer(tmp_path_factory):
+def few_digits(tmp_path_factory):
+    """400 training and 120 test digits as an .npz file: the whole pipeline at a third of the embedded set's cost."""
+    train_set, test_set = load_dataset("digits")
+    path = tmp_path_factory.mktemp("data") / "few-digits.npz"
+    np.savez(
+        path,
+        images=train_set.images[:400].numpy(),
+        labels=train_set.labels[:400].numpy(),
+        test_images=test_set.images[:120].numpy(),
+        test_labels=test_set.labels[:120].numpy(),
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def digits_transfer(tmp_path_factory, few_digits):
     out = tmp_path_factory.mktemp("transfer") / "resnet20-digits"
     return run_transfer(
         "resnet20",
-        "digits",
-        epochs=1,
+        few_digits,
+        epochs=3,
         out=out,
         progress=False,
         recipe_overrides={"batch_size": 64},
@@ -145,7 +161,7 @@ def test_transfer_writes_the_lectures_table_from_its_runs(digits_transfer):
     assert f"{result.accuracy['finetune']:.2f}" in report
     assert (result.out / "chart.png").stat().st_size > 1000
     # Trained on CIFAR-10, the pretrained features must beat the chance level of the digits by far after one epoch.
-    assert result.accuracy["linear"] > 50
+    assert result.accuracy["linear"] > 40
 
 
 def test_the_linear_classifier_reads_cached_features_and_the_source_is_untouched(digits_transfer):
@@ -159,7 +175,7 @@ def test_the_linear_classifier_reads_cached_features_and_the_source_is_untouched
     assert fine["fc.weight"].shape == (10, 64) and not torch.equal(fine["conv1.weight"], shipped["conv1.weight"])
 
 
-def test_a_finished_transfer_is_not_overwritten_and_an_unfinished_one_continues(digits_transfer, tmp_path):
+def test_a_finished_transfer_is_not_overwritten_and_an_unfinished_one_continues(digits_transfer, few_digits, tmp_path):
     with pytest.raises(FileExistsError, match="finished transfer experiment"):
         run_transfer("resnet20", "digits", out=digits_transfer.out)
     # A folder with a finished run and no report: the run is reused, the rest trained.
@@ -167,7 +183,7 @@ def test_a_finished_transfer_is_not_overwritten_and_an_unfinished_one_continues(
     out.mkdir()
     (out / "linear").symlink_to(digits_transfer.out / "linear", target_is_directory=True)
     result = run_transfer(
-        "resnet20", "digits", modes=["linear"], epochs=1, out=out, progress=False, train_settings={"amp": "off"}
+        "resnet20", few_digits, modes=["linear"], epochs=1, out=out, progress=False, train_settings={"amp": "off"}
     )
     assert result.accuracy["linear"] == digits_transfer.accuracy["linear"]
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from convzoo.cli import distill, evaluate, experiment, export, probe, train, transfer, weights, zoo
+from convzoo.cli import distill, evaluate, experiment, export, probe, texture, train, transfer, viz, weights, zoo
 
 __all__ = ["build_parser", "main"]
 
@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_parsers(sub)
     probe.add_parsers(sub)
     distill.add_parsers(sub)
+    viz.add_parsers(sub)
+    texture.add_parsers(sub)
     return parser
 
 
