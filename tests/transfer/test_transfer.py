@@ -209,12 +209,15 @@ def test_fully_connected_networks_transfer_their_fc7(tmp_path):
 def test_the_command_runs_a_mode_and_reports_it(tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["transfer", "resnet20", "--data", "digits", "--mode", "linear", "--epochs", "1", "--out", str(out),
-                 "--classes", "0-4", "--no-progress", "--amp", "off"])  # fmt: skip
+                 "--classes", "0-4", "--train-size", "100", "--no-progress", "--amp", "off"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "linear: test accuracy" in printed and str(out / "report.md") in printed
     rows = list(csv.reader((out / "results.csv").open()))
-    assert rows[0] == ["target data set", "frozen features + classifier"] and "classes [0, 1, 2, 3, 4]" in rows[1][0]
+    assert rows[0] == ["target data set", "frozen features + classifier"]
+    assert rows[1][0] == "digits classes [0, 1, 2, 3, 4], 100 training images"
+    state = load_checkpoint(out / "linear" / "last.pt")
+    assert state["step"] == 100 // 64  # one epoch of the 100-image subset at batch 64 (the last part dropped)
 
 
 @pytest.mark.parametrize(
@@ -240,6 +243,16 @@ def test_a_backwards_class_range_is_a_usage_error(capsys):
 def test_a_missing_source_says_so(tmp_path, capsys):
     assert main(["transfer", str(tmp_path / "nope.pt"), "--data", "digits"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_balanced_subset_keeps_the_class_proportions():
+    train_set, _ = load_dataset("digits")
+    part = train_set.balanced_subset(200, seed=3)
+    assert len(part) == 200 and torch.equal(part.images, train_set.balanced_subset(200, seed=3).images)
+    counts = torch.bincount(part.labels, minlength=10)
+    assert counts.min() >= 18 and counts.max() <= 22
+    with pytest.raises(ValueError, match="1,437"):
+        train_set.balanced_subset(5000)
 
 
 def test_a_class_subset_is_relabelled_in_the_order_given():

@@ -30,6 +30,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
         modes=modes,
         weights=args.weights,
         classes=args.classes,
+        train_size=args.train_size,
         data_root=args.data_root,
         recipe=args.recipe,
         linear_epochs=args.linear_epochs,
@@ -83,6 +84,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="for a model name: registered weights, or a file (convzoo or torchvision format)")
     p.add_argument(
         "--classes", type=_classes, help="use these target classes alone: indices, ranges or names (5-9, cat,dog)"
+    )
+    p.add_argument(
+        "--train-size",
+        type=positive_int,
+        help="train on a class-balanced subset of this many target images (a small target data set)",
     )
     p.add_argument("--data-root", help="folder holding the named data set (default: $CONVZOO_DATA)")
     p.add_argument("--recipe", default="quick", help="training recipe of every run (default: quick)")

@@ -153,6 +153,18 @@ class ArrayDataset:
             extras={k: v.index_select(0, index.to(v.device)) for k, v in self.extras.items()},
         )
 
+    def balanced_subset(self, size: int, *, seed: int = 0) -> ArrayDataset:
+        """A class-balanced subset of ``size`` images, fixed by ``seed`` (the set itself when ``size`` is its size).
+
+        Raises:
+            ValueError: ``size`` below 1 or above the set's size.
+        """
+        if size == len(self):
+            return self
+        if not 0 < size < len(self):
+            raise ValueError(f"a subset of {size:,} images asked for, but {self.name} has {len(self):,}")
+        return self.subset(stratified_split(self.labels, test_fraction=size / len(self), seed=seed)[1][:size])
+
     def select_classes(self, classes: Sequence[int | str]) -> ArrayDataset:
         """The images of ``classes`` (indices or names) alone, relabelled 0.. in the order given.
 

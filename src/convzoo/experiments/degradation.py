@@ -307,13 +307,11 @@ def _check_depths(depths: Sequence[int]) -> list[int]:
 
 def _subset(ds: Any, size: int | None, seed: int, split: str) -> Any:
     """A class-balanced subset of ``size`` images (all of them when None), fixed by ``seed``."""
-    from convzoo.data import stratified_split
-
     if size is None or size == len(ds):
         return ds
     if size > len(ds):
         raise ValueError(f"a {split} subset of {size:,} images asked for, but {ds.name} has {len(ds):,}")
-    return ds.subset(stratified_split(ds.labels, test_fraction=size / len(ds), seed=seed)[1][:size])
+    return ds.balanced_subset(size, seed=seed)
 
 
 def _run_state(run_dir: Path, config: Any) -> str:

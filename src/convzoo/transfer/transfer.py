@@ -251,6 +251,7 @@ def run_transfer(
     modes: Sequence[str] = MODES,
     weights: str | os.PathLike[str] | None = None,
     classes: Sequence[int | str] | None = None,
+    train_size: int | None = None,
     data_root: str | None = None,
     recipe: str = "quick",
     epochs: int | None = None,
@@ -273,6 +274,8 @@ def run_transfer(
         modes: Any of ``"scratch"``, ``"linear"``, ``"finetune"`` (default: all three).
         weights: For a model name: registered weights, or a file in convzoo's or torchvision's format.
         classes: Use these classes of the target alone (e.g. the other half of CIFAR-10).
+        train_size: Train on a class-balanced subset of this many target images (the lectures' small target data
+            set), fixed by ``seed``; the test set stays whole.
         data_root: Where named real data sets live.
         recipe: The engine's recipe for every run.
         epochs: Epochs of the scratch and fine-tuning runs (default: the recipe's).
@@ -307,7 +310,10 @@ def run_transfer(
     stages = check_unfreeze(src.model, unfreeze)
     run_device = _resolve_device(device)
     train_set, test_set = _target_splits(data, src, data_root=data_root, classes=classes, seed=seed)
+    if train_size is not None:
+        train_set = train_set.balanced_subset(train_size, seed=seed)
     target = f"{Path(data).name if os.sep in data else data}" + (f" classes {list(classes)}" if classes else "")
+    target += f", {train_size:,} training images" if train_size is not None else ""
     overrides = dict(recipe_overrides or {})
     if epochs is not None:
         overrides["epochs"] = epochs
