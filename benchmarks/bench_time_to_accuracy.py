@@ -109,7 +109,8 @@ def main() -> None:
         f"ResNet-20 on the real CIFAR-10 (50,000 training, 10,000 test images), target {TARGET}% test accuracy "
         f"(He et al. 2016, Table 6, after {PAPER_EPOCHS} epochs). Run: recipe {state['config']['recipe']!r} with "
         f"{state['config'].get('recipe_overrides', {})}, seed {state['config'].get('seed', 0)}, "
-        f"{len(rows)} epochs, one run.",
+        f"{len(rows)} epochs, one run; step settings: amp {state['config'].get('amp')}, channels-last "
+        f"{state['config'].get('channels_last')}, torch.compile {bool(state['config'].get('compile'))}.",
         "",
         "| | value |",
         "|---|---:|",
@@ -138,7 +139,8 @@ def main() -> None:
             startup, epoch, timed = 0.0, args.epoch_seconds, f" One epoch's time: {args.source}."
         needed = reached["epoch"] if reached else len(rows)
         total = startup + needed * epoch
-        lines.append(f"| start-up (data, network, compilation), {args.threads} threads | {startup:.1f} s |")
+        if args.measure:
+            lines.append(f"| start-up (data, network, compilation), {args.threads} threads | {startup:.1f} s |")
         lines.append(f"| one epoch, {args.threads} threads (train + test) | {epoch:.1f} s |")
         if reached:
             lines += [
