@@ -182,10 +182,17 @@ def test_a_finished_transfer_is_not_overwritten_and_an_unfinished_one_continues(
     out = tmp_path / "again"
     out.mkdir()
     (out / "linear").symlink_to(digits_transfer.out / "linear", target_is_directory=True)
+    settings = {"epochs": 3, "progress": False, "recipe_overrides": {"batch_size": 64}}
     result = run_transfer(
-        "resnet20", few_digits, modes=["linear"], epochs=1, out=out, progress=False, train_settings={"amp": "off"}
+        "resnet20", few_digits, modes=["linear"], out=out, train_settings={"deterministic": True}, **settings
     )
     assert result.accuracy["linear"] == digits_transfer.accuracy["linear"]
+    # A run left with other settings is refused, naming them, rather than read back as if it were this one's.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "linear").symlink_to(digits_transfer.out / "linear", target_is_directory=True)
+    with pytest.raises(ValueError, match="trained with other settings"):
+        run_transfer("resnet20", few_digits, modes=["linear"], out=other, epochs=1, progress=False)
 
 
 def test_fully_connected_networks_transfer_their_fc7(tmp_path):

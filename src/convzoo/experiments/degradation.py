@@ -314,30 +314,6 @@ def _subset(ds: Any, size: int | None, seed: int, split: str) -> Any:
     return ds.balanced_subset(size, seed=seed)
 
 
-def _run_state(run_dir: Path, config: Any) -> str:
-    """``"new"``, ``"finished"`` or ``"unfinished"``, after checking that a run left there had ``config``'s settings
-    (a ValueError if not; a FileExistsError for files without a checkpoint to continue from)."""
-    from convzoo.train import load_checkpoint
-    from convzoo.train.config import check_same_settings
-
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        return "new"
-    if not (run_dir / "last.pt").is_file():
-        raise FileExistsError(
-            f"{run_dir} holds files but no checkpoint (last.pt): that run stopped before finishing an epoch; remove "
-            f"the folder to train it again"
-        )
-    try:
-        check_same_settings(load_checkpoint(run_dir / "last.pt")["config"], config)
-    except ValueError as e:
-        raise ValueError(
-            f"{run_dir} holds a run trained with other settings: continue this experiment with the same settings, "
-            f"or choose another --out. {e}"
-        ) from None
-    # The engine writes a run's report.md only once it has trained its last step.
-    return "finished" if (run_dir / "report.md").is_file() else "unfinished"
-
-
 def _check_settings_file(path: Path, settings: dict[str, Any]) -> None:
     """Refuse to continue an experiment that trained on other data (subset, image size) than this call's."""
     saved = json.loads(path.read_text()) if path.is_file() else settings
@@ -425,7 +401,7 @@ def run_degradation(
     if trained_with.batch_size > len(train_set):
         raise ValueError(f"a batch of {trained_with.batch_size} is more than the {len(train_set)} training images")
     folder = ExperimentFolder(out, "degradation")
-    states = {name: _run_state(folder.run_dir(name), config) for name, config in configs.items()}
+    states = {name: folder.run_state(name, config) for name, config in configs.items()}
     for name, config in configs.items():
         config.out, config.resume = str(folder.run_dir(name)), states[name] != "new"
     data_settings = dict(data=data, image_size=size, train_images=len(train_set), test_images=len(test_set))

@@ -155,6 +155,34 @@ class ExperimentFolder:
         """The folder of the training run ``label`` (not created: the engine creates it)."""
         return self.path / label
 
+    def run_state(self, label: str, config: Any) -> str:
+        """``"new"``, ``"finished"`` or ``"unfinished"``: what the run ``label`` left, checked against ``config``.
+
+        Raises:
+            ValueError: The run left there was trained with other settings (named).
+            FileExistsError: The folder holds files but no checkpoint to continue from.
+        """
+        from convzoo.train import load_checkpoint
+        from convzoo.train.config import check_same_settings
+
+        run_dir = self.run_dir(label)
+        if not run_dir.exists() or not any(run_dir.iterdir()):
+            return "new"
+        if not (run_dir / "last.pt").is_file():
+            raise FileExistsError(
+                f"{run_dir} holds files but no checkpoint (last.pt): that run stopped before finishing an epoch; "
+                f"remove the folder to train it again"
+            )
+        try:
+            check_same_settings(load_checkpoint(run_dir / "last.pt")["config"], config)
+        except ValueError as e:
+            raise ValueError(
+                f"{run_dir} holds a run trained with other settings: continue this experiment with the same "
+                f"settings, or choose another --out. {e}"
+            ) from None
+        # The engine writes a run's report.md only once it has trained its last step.
+        return "finished" if (run_dir / "report.md").is_file() else "unfinished"
+
     def write(
         self,
         *,

@@ -219,10 +219,6 @@ def _train(
         dist_utils.teardown(trainer.dist)
 
 
-def _finished(run_dir: Path) -> bool:
-    return (run_dir / "report.md").is_file() and (run_dir / "last.pt").is_file()
-
-
 def _result_of(run_dir: Path) -> RunResult:
     """The result of a run that finished earlier (an experiment resumed after it)."""
     from convzoo.train import load_checkpoint
@@ -331,12 +327,17 @@ def run_transfer(
 
     runs: dict[str, RunResult] = {}
     for mode in modes:
-        run_dir = folder.run_dir(mode)
-        if _finished(run_dir):
-            runs[mode] = _result_of(run_dir)
+        config = dataclasses.replace(base, out=str(folder.run_dir(mode)))
+        if mode == "linear":
+            linear_overrides = dict(overrides)
+            if linear_epochs is not None:
+                linear_overrides["epochs"] = linear_epochs
+            config = dataclasses.replace(config, model=f"{src.arch}-linear", recipe_overrides=linear_overrides)
+        state = folder.run_state(mode, config)
+        if state == "finished":
+            runs[mode] = _result_of(folder.run_dir(mode))
             continue
-        resume = (run_dir / "last.pt").is_file()
-        config = dataclasses.replace(base, out=str(run_dir), resume=resume)
+        config = dataclasses.replace(config, resume=state == "unfinished")
         if mode == "scratch":
             torch.manual_seed(seed)
             model = create_model(src.arch, num_classes=train_set.num_classes, in_chans=src.in_chans, **src.model_args)
@@ -354,10 +355,6 @@ def run_transfer(
                 extract_features(src.model, split, mean=mean, std=std, device=run_device, progress=progress)
                 for split in (train_set, test_set)
             )
-            linear_overrides = dict(overrides)
-            if linear_epochs is not None:
-                linear_overrides["epochs"] = linear_epochs
-            config = dataclasses.replace(config, model=f"{src.arch}-linear", recipe_overrides=linear_overrides)
             torch.manual_seed(seed)
             classifier = linear_classifier(train_features.dim, train_set.num_classes)
             runs[mode] = _train(config, model=classifier, datasets=(train_features, test_features))
