@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 import convzoo
-from convzoo.registry import ModelCard, Paper, register_model
+from convzoo.registry import ModelCard, Paper, get_model_card, list_models, register_model
 
 
 def test_list_models_patterns():
@@ -98,3 +98,20 @@ def test_reset_classifier_rejects_a_bad_class_count(name):
         with pytest.raises(ValueError, match=rf"^{name}: num_classes must be a non-negative int; got {bad!r}$"):
             model.reset_classifier(bad)
     assert model.num_classes == convzoo.get_model_card(name).num_classes
+
+
+def test_cards_name_their_task_and_list_models_filters_by_it():
+    from convzoo.registry import TASKS
+    from convzoo.train.tasks import ClassificationTask, register_task, task_for
+
+    assert set(list_models()) <= set(list_models(task=None))
+    assert all(get_model_card(n).task == "classification" for n in list_models())
+    for task in TASKS[1:]:
+        assert set(list_models(task=task)).isdisjoint(list_models())
+    with pytest.raises(ValueError, match="task must be one of"):
+        list_models(task="captioning")
+    with pytest.raises(ValueError, match="task must be one of"):
+        ModelCard("x", "f", Paper("a", "t", 2000, "v"), (3, 8, 8), 2, (0.5,), (0.5,), task="captioning")
+    assert isinstance(task_for("resnet20", label_smoothing=0.1), ClassificationTask)
+    with pytest.raises(ValueError, match="already registered"):
+        register_task("classification", ClassificationTask)

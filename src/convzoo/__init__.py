@@ -1,7 +1,10 @@
 """convzoo: the convolutional networks of the lectures, faithful to their papers, with the tools to study them."""
 
-# Importing the models package registers every family, so the registry is complete once convzoo is imported.
+# Importing the models package registers every family, and the segmentation and detection packages the networks
+# built on them, so the registry is complete once convzoo is imported.
+import convzoo.detection  # noqa: F401
 import convzoo.models  # noqa: F401
+import convzoo.segmentation  # noqa: F401
 from convzoo.analysis import count_macs, count_params, summary
 from convzoo.factory import create_model
 from convzoo.models.base import ConvNet, FeatureExtractor, FeatureInfo

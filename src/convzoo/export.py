@@ -120,7 +120,7 @@ def load_exportable(source: nn.Module | str | os.PathLike[str]) -> tuple[nn.Modu
     from convzoo.registry import get_model_card, list_models
 
     text = os.fspath(source)
-    if not isinstance(source, os.PathLike) and text in list_models():
+    if not isinstance(source, os.PathLike) and text in list_models(task=None):
         from convzoo.factory import create_model
 
         model = create_model(text)

@@ -51,7 +51,7 @@ class Classifier:
 
 
 def is_training_checkpoint(target: str) -> bool:
-    return Path(target).suffix == ".pt" or (Path(target).is_file() and target not in list_models())
+    return Path(target).suffix == ".pt" or (Path(target).is_file() and target not in list_models(task=None))
 
 
 def load_classifier(target: str | os.PathLike[str], *, weights: str | os.PathLike[str] | None = None) -> Classifier:

@@ -60,6 +60,10 @@ class Reported:
         return f"{self.dataset} {self.metric} {self.value:g}% ({self.source}{note})"
 
 
+TASKS = ("classification", "segmentation", "detection")
+"""What a registered network does: its outputs and the training task (`convzoo.train.tasks.task_for`) that fits it."""
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """What a registered model is, what it expects, and what its paper reported."""
@@ -73,6 +77,11 @@ class ModelCard:
     std: tuple[float, ...]
     reported: tuple[Reported, ...] = ()
     notes: str = ""
+    task: str = "classification"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"model card {self.name!r}: task must be one of {TASKS}; got {self.task!r}")
 
     @property
     def dataset(self) -> str:
@@ -146,7 +155,11 @@ def register_model(card: ModelCard, builder: Callable[..., nn.Module]) -> None:
 
 
 def list_models(
-    pattern: str | Sequence[str] = "*", *, family: str | None = None, pretrained: bool = False
+    pattern: str | Sequence[str] = "*",
+    *,
+    family: str | None = None,
+    pretrained: bool = False,
+    task: str | None = "classification",
 ) -> list[str]:
     """Registered model names matching a shell-style pattern, sorted.
 
@@ -155,7 +168,12 @@ def list_models(
         family: Only models of this family (``"resnet"``, ...).
         pretrained: Only models with registered weights (see ``convzoo.list_weights``), which
             ``create_model(name, pretrained=True)`` can load.
+        task: Only models of this task (one of `TASKS`): the classifiers by default, which share the classifier
+            interface (``forward_features``, ``forward_head``, ``feature_info``); ``"segmentation"`` and
+            ``"detection"`` list the networks built on them; None lists every registered network.
     """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"list_models: task must be one of {TASKS} or None; got {task!r}")
     patterns = [pattern] if isinstance(pattern, str) else list(pattern) if _iterable(pattern) else [pattern]
     if not all(isinstance(p, str) for p in patterns):
         raise TypeError(f"list_models: pattern must be a shell-style pattern or a list of them; got {pattern!r}")
@@ -165,6 +183,7 @@ def list_models(
         for n, e in _REGISTRY.items()
         if any(fnmatch.fnmatchcase(n, p) for p in patterns)
         and (family is None or e.card.family == family)
+        and (task is None or e.card.task == task)
         and (with_weights is None or n in with_weights)
     ]
     return sorted(names, key=_natural_key)
@@ -285,6 +304,7 @@ __all__ = [
     "ModelCard",
     "Paper",
     "Reported",
+    "TASKS",
     "Variant",
     "check_overrides",
     "cifar_error",

@@ -86,7 +86,17 @@ def folder_order(labels):
 
 
 def test_dataset_names():
-    assert dataset_names() == ["digits", "shapes", "cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "stl10"]
+    assert dataset_names() == [
+        "digits",
+        "shapes",
+        "scenes",
+        "cifar10",
+        "cifar100",
+        "mnist",
+        "fashion-mnist",
+        "svhn",
+        "stl10",
+    ]
 
 
 def test_digits_split_sizes_stratification_and_values():

@@ -16,10 +16,12 @@ from convzoo.data.datasets import dataset_names, load_dataset
 from convzoo.data.features import FeatureSet
 from convzoo.data.loader import FastLoader
 from convzoo.data.readers import load_image_folder, load_npz
+from convzoo.data.scenes import SCENE_CLASSES, make_scenes
 from convzoo.data.shapes import make_shapes
 from convzoo.data.transforms import Augment
 
 __all__ = [
+    "SCENE_CLASSES",
     "ArrayDataset",
     "Augment",
     "FastLoader",
@@ -30,6 +32,7 @@ __all__ = [
     "load_dataset",
     "load_image_folder",
     "load_npz",
+    "make_scenes",
     "make_shapes",
     "resize_images",
     "stratified_split",

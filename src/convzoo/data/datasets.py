@@ -1,8 +1,9 @@
 """`load_dataset`, the one way in to every data set: by name or by path, as (train, test) `ArrayDataset` splits.
 
-`dataset_names` lists the names: the embedded digits and the classic real sets (`convzoo.data.classic`) and the
-generated shapes (`convzoo.data.shapes`). Paths lead to .npz files and image folders (`convzoo.data.readers`). Any
-of them can be resized and converted to another number of channels on the way.
+`dataset_names` lists the names: the embedded digits and the classic real sets (`convzoo.data.classic`), the
+generated shapes (`convzoo.data.shapes`) and the generated scenes of several shapes with masks and boxes
+(`convzoo.data.scenes`, for segmentation and detection). Paths lead to .npz files and image folders
+(`convzoo.data.readers`). Any of them can be resized and converted to another number of channels on the way.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from pathlib import Path
 from convzoo.data.arrays import DEFAULT_TEST_FRACTION, ArrayDataset, convert_channels, resize_images
 from convzoo.data.classic import REAL_DATASETS, load_digits_dataset, load_real_dataset
 from convzoo.data.readers import load_image_folder, load_npz
+from convzoo.data.scenes import make_scenes
 from convzoo.data.shapes import make_shapes
 
-EMBEDDED_DATASETS = ("digits", "shapes")
+EMBEDDED_DATASETS = ("digits", "shapes", "scenes")
+GENERATED = {"shapes": (make_shapes, 32, 5000, 1000), "scenes": (make_scenes, 64, 2000, 500)}
+"""The generated sets: drawing function, default image size and default numbers of training and test images."""
 
 
 def dataset_names() -> list[str]:
@@ -46,21 +50,22 @@ def load_dataset(
     """Load a data set into memory as (train, test) splits.
 
     Args:
-        name_or_path: One of `dataset_names` - the embedded ``digits`` and ``shapes``, or ``cifar10``, ``cifar100``,
-            ``mnist``, ``fashion-mnist``, ``svhn``, ``stl10`` read from ``root`` - or a path to an .npz file (format
-            in `load_npz`) or to an image folder (layout in `load_image_folder`).
+        name_or_path: One of `dataset_names` - the embedded ``digits``, ``shapes`` and ``scenes``, or ``cifar10``,
+            ``cifar100``, ``mnist``, ``fashion-mnist``, ``svhn``, ``stl10`` read from ``root`` - or a path to an .npz
+            file (format in `load_npz`) or to an image folder (layout in `load_image_folder`).
         root: Folder holding the named real data set, either directly or in a subfolder named after it
             (default: ``$CONVZOO_DATA``, else ``$CONVZOO_HOME/data``, else ``~/.cache/convzoo/data``). Each set is
             read in its official format: CIFAR's python batches, the MNIST idx files, SVHN's .mat files (needs
             scipy), STL-10's binaries.
         image_size: Resize every image to ``image_size`` x ``image_size`` (antialiased bilinear); the shapes set is
-            drawn at that size instead.
+            drawn at that size instead, and so are the scenes.
         in_chans: Convert to this many channels (grey to RGB repeats the channel, RGB to grey takes the luma).
-        seed: Seed of generated data (shapes). Splits of sets without a test split are fixed and do not depend on it.
+        seed: Seed of generated data (shapes, scenes). Splits of sets without a test split are fixed and do not
+            depend on it.
         skip_corrupt: In image folders, skip unreadable files (counted in a warning) instead of failing.
         test_fraction: Share of the images held out as the test split where a set comes without one.
-        n_train: Number of training images of the shapes set (default 5,000).
-        n_test: Number of test images of the shapes set (default 1,000).
+        n_train: Number of training images of a generated set (default: 5,000 shapes, 2,000 scenes).
+        n_test: Number of test images of a generated set (default: 1,000 shapes, 500 scenes).
 
     Returns:
         The training and test splits.
@@ -73,15 +78,16 @@ def load_dataset(
     text = os.fspath(name_or_path)
     # A bare word is a name; anything that looks like a path is a path, even if it is also a name.
     known = None if ("/" in text or os.sep in text or text.endswith(".npz")) else _canonical(text)
-    if (n_train is not None or n_test is not None) and known != "shapes":
-        raise ValueError(f"n_train and n_test apply to the generated 'shapes' set only, not to {text!r}")
+    if (n_train is not None or n_test is not None) and known not in GENERATED:
+        raise ValueError(f"n_train and n_test apply to the generated sets {sorted(GENERATED)} only, not to {text!r}")
     if known is not None:
         if known == "digits":
             train, test = load_digits_dataset()
-        elif known == "shapes":
-            size = image_size or 32
-            train = make_shapes(5000 if n_train is None else n_train, image_size=size, seed=seed, split="train")
-            test = make_shapes(1000 if n_test is None else n_test, image_size=size, seed=seed, split="test")
+        elif known in GENERATED:
+            draw, size, default_train, default_test = GENERATED[known]
+            size = image_size or size
+            train = draw(default_train if n_train is None else n_train, image_size=size, seed=seed, split="train")
+            test = draw(default_test if n_test is None else n_test, image_size=size, seed=seed, split="test")
         else:
             train, test = load_real_dataset(known, root)
     else:

@@ -11,7 +11,7 @@ import torch
 
 from convzoo.data.arrays import ArrayDataset, derive_seed, intra_op_threads
 from convzoo.data.features import FeatureSet
-from convzoo.data.transforms import Augment
+from convzoo.data.transforms import TARGET_KINDS, Augment
 
 
 class FastLoader:
@@ -28,7 +28,8 @@ class FastLoader:
     rank's final incomplete batch.
 
     A batch is ``(images, labels)``, followed by the rows of each of the dataset's ``extras`` named in ``extras``
-    (e.g. a teacher's precomputed logits), in that order.
+    (e.g. a teacher's precomputed logits), in that order. Extras named in `convzoo.data.transforms.TARGET_KINDS`
+    (segmentation masks, boxes) take the same crops, flips and resizes as their images.
 
     Args:
         dataset: The images and labels, or feature vectors and labels.
@@ -81,6 +82,7 @@ class FastLoader:
         self.images = dataset.images.to(self.device)
         self.labels = dataset.labels.to(self.device)
         self.extras = [dataset.extras[k].to(self.device) for k in extras]
+        self.extra_names = tuple(extras)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration reproduces."""
@@ -123,5 +125,10 @@ class FastLoader:
                     sel = index[b * bs : (b + 1) * bs]
                     rows = [t.index_select(0, sel) for t in (self.images, self.labels, *self.extras)]
                 if not self.features:
-                    rows[0] = self.augment(rows[0], generator=generator)
+                    moving = {k: rows[2 + i] for i, k in enumerate(self.extra_names) if k in TARGET_KINDS}
+                    if moving:
+                        rows[0], moved = self.augment(rows[0], generator=generator, targets=moving)
+                        rows[2:] = [moved.get(k, row) for k, row in zip(self.extra_names, rows[2:])]
+                    else:
+                        rows[0] = self.augment(rows[0], generator=generator)
             yield tuple(rows)  # outside the thread setting: the consumer's model runs with its own

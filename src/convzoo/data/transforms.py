@@ -3,14 +3,16 @@
 `Augment` applies the training augmentations of the classic papers to a uint8 batch (N, C, H, W) - random crops with
 padding (Krizhevsky et al. 2012; He et al. 2016's CIFAR recipe), random resized crops (Szegedy et al. 2015),
 horizontal flips, colour jitter - and normalises the result. Every random choice is drawn from one generator, so a
-seeded generator reproduces a batch exactly. `Augment.to_torchvision` builds the equivalent per-image
-``torchvision.transforms.v2`` pipeline for data that does not fit in memory.
+seeded generator reproduces a batch exactly. Dense and box targets (segmentation masks, instance masks, boxes)
+take the same crops, flips and resizes as their images (see `TARGET_KINDS`). `Augment.to_torchvision` builds the
+equivalent per-image ``torchvision.transforms.v2`` pipeline for data that does not fit in memory, where masks and
+boxes passed as ``tv_tensors.Mask`` and ``tv_tensors.BoundingBoxes`` follow their images the same way.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -19,6 +21,24 @@ import torch.nn.functional as F
 from convzoo.data.arrays import LUMA
 
 PADDING_MODES = ("zeros", "reflect", "replicate")
+IGNORE_INDEX = 255
+"""The class of pixels a segmentation loss and its metrics leave out: padding added by a crop, unlabelled borders
+(Pascal VOC's outlines)."""
+TARGET_KINDS = {
+    "masks": "class map",
+    "instance_masks": "instance masks",
+    "boxes": "boxes",
+    "proposals": "boxes",
+    "box_labels": "box labels",
+}
+"""Per-image targets that `Augment` moves with their images, by their name in a data set's ``extras``:
+
+- ``masks`` (N, H, W) integers, a class per pixel; pixels a crop pads with are `IGNORE_INDEX`;
+- ``instance_masks`` (N, K, H, W) bool, one mask per object;
+- ``boxes`` and ``proposals`` (N, K, 4) float x0, y0, x1, y1 in pixels, clipped to the crop;
+- ``box_labels`` (N, K) integers, the class of each of ``boxes``, -1 on padding rows; a box that a crop leaves
+  less than a pixel wide or high becomes a padding row (label -1, zero box).
+"""
 
 
 def _rand(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -117,15 +137,23 @@ class Augment(nn.Module):
             self._constants[key] = (mean.to(device), std.to(device))
         return self._constants[key]
 
-    def forward(self, images_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Augment and normalise a batch.
+    def forward(
+        self,
+        images_uint8: torch.Tensor,
+        generator: torch.Generator | None = None,
+        targets: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Augment and normalise a batch, and move its targets with it.
 
         Args:
             images_uint8: uint8 images (N, C, H, W) on any device.
             generator: Source of the random choices (default: torch's global generator on the batch's device).
+            targets: Per-image masks and boxes by kind (the names of `TARGET_KINDS`), cropped, flipped and resized
+                exactly as their images.
 
         Returns:
-            float32 images (N, C, S, S), normalised, on the batch's device.
+            float32 images (N, C, S, S), normalised, on the batch's device; with ``targets``, also the moved
+            targets under the same names.
         """
         x = images_uint8
         if x.dtype != torch.uint8 or x.dim() != 4:
@@ -133,12 +161,21 @@ class Augment(nn.Module):
                 f"Augment takes uint8 batches (N, C, H, W); got {x.dtype} of shape {tuple(x.shape)} "
                 f"(add a batch dimension with x[None])"
             )
+        moved = dict(targets) if targets is not None else None
+        if moved:
+            self._check_targets(x, moved)
         mean, std = self._norm(x.shape[1], x.device)
         if self.random_resized_crop is not None:
+            if moved:
+                raise ValueError(
+                    f"a random resized crop does not move {sorted(moved)} with the images; use crop and padding"
+                )
             x = self._resized_crop(self._flip_only(x, generator), generator)
         elif self.crop is not None or self.padding or self.flip:
-            x = self._crop_flip(x, generator)
+            x = self._crop_flip(x, generator, moved)
         if self.out_size is not None and x.shape[-2:] != (self.out_size, self.out_size):
+            if moved:
+                self._resize_targets(moved, tuple(x.shape[-2:]), (self.out_size, self.out_size))
             x = x.float() if x.dtype == torch.uint8 else x
             x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", antialias=True).clamp_(0, 255)
         # The same float operations as torchvision's ToDtype(scale=True) and Normalize, so the results agree to the
@@ -146,17 +183,70 @@ class Augment(nn.Module):
         x = x.float().mul_(1 / 255) if x.dtype == torch.uint8 else x.mul_(1 / 255)
         if self.color_jitter:
             x = self._jitter(x, generator)
-        return x.sub_(mean).div_(std)
+        x = x.sub_(mean).div_(std)
+        return x if moved is None else (x, moved)
+
+    @staticmethod
+    def _check_targets(x: torch.Tensor, targets: dict[str, torch.Tensor]) -> None:
+        n, _, h, w = x.shape
+        unknown = sorted(set(targets) - set(TARGET_KINDS))
+        if unknown:
+            raise KeyError(f"Augment moves targets named {sorted(TARGET_KINDS)}; got {unknown}")
+        if "box_labels" in targets and "boxes" not in targets:
+            raise KeyError("box_labels go with boxes; pass both")
+        dims = {"masks": 3, "instance_masks": 4, "boxes": 3, "proposals": 3, "box_labels": 2}
+        for name, t in targets.items():
+            if t.dim() != dims[name] or t.shape[0] != n:
+                raise ValueError(f"{name} must have {dims[name]} dimensions and {n} rows; got {tuple(t.shape)}")
+            if "masks" in name and t.shape[-2:] != (h, w):
+                raise ValueError(f"{name} are {tuple(t.shape[-2:])} for images of {(h, w)}; they must match")
+            if name in ("boxes", "proposals") and t.shape[-1] != 4:
+                raise ValueError(f"{name} must end in 4 coordinates (x0, y0, x1, y1); got {tuple(t.shape)}")
+
+    @staticmethod
+    def _resize_targets(targets: dict[str, torch.Tensor], before: tuple[int, int], size: tuple[int, int]) -> None:
+        scale = torch.tensor([size[1] / before[1], size[0] / before[0]] * 2)
+        for name, t in targets.items():
+            kind = TARGET_KINDS[name]
+            if kind == "class map":
+                targets[name] = F.interpolate(t[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(t.dtype)
+            elif kind == "instance masks":
+                targets[name] = F.interpolate(t.float(), size=size, mode="nearest-exact").to(t.dtype)
+            elif kind == "boxes":
+                targets[name] = t * scale.to(t.device, t.dtype)
+
+    @staticmethod
+    def _move_boxes(
+        targets: dict[str, torch.Tensor], shift: torch.Tensor, flip: torch.Tensor | None, size: tuple[int, int]
+    ) -> None:
+        """Shift boxes by ``shift`` (N, 2) pixels, mirror the ``flip`` rows in a crop ``size`` wide, clip to it."""
+        ch, cw = size
+        labels = targets.get("box_labels")
+        for name, t in list(targets.items()):
+            if TARGET_KINDS[name] != "boxes":
+                continue
+            b = t - shift.to(t.dtype).repeat(1, 2)[:, None, :]
+            if flip is not None:
+                mirrored = torch.stack([cw - b[..., 2], b[..., 1], cw - b[..., 0], b[..., 3]], -1)
+                b = torch.where(flip.view(-1, 1, 1), mirrored, b)
+            b = torch.stack(
+                [b[..., 0].clamp(0, cw), b[..., 1].clamp(0, ch), b[..., 2].clamp(0, cw), b[..., 3].clamp(0, ch)], -1
+            )
+            if name == "boxes" and labels is not None:
+                kept = (labels >= 0) & (b[..., 2] - b[..., 0] >= 1) & (b[..., 3] - b[..., 1] >= 1)
+                targets["box_labels"] = torch.where(kept, labels, -1)
+                b = b * kept.unsqueeze(-1)
+            targets[name] = b
 
     def _offsets(self, n: int, span: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         return (_rand(n, generator, device) * span).long().clamp_(max=span - 1)
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+    def _pad(self, x: torch.Tensor, value: float = 0) -> torch.Tensor:
         p = self.padding
         if not p:
             return x
         if self.padding_mode == "zeros":
-            return F.pad(x, (p, p, p, p))
+            return F.pad(x, (p, p, p, p), value=value)
         h, w = x.shape[-2:]
         if self.padding_mode == "reflect" and p >= min(h, w):
             raise ValueError(f"reflect padding of {p} needs images larger than that; got {h}x{w}")
@@ -178,7 +268,9 @@ class Augment(nn.Module):
             self._constants[key] = ((rows + cols).view(-1), (rows + (cw - 1 - cols)).view(-1))
         return self._constants[key]
 
-    def _crop_flip(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _crop_flip(
+        self, x: torch.Tensor, generator: torch.Generator | None, targets: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         # One gather per batch: output pixel (i, j) of image b reads the padded image at
         # (top[b] + i) * width + left[b] + j, or + cw - 1 - j when b is flipped.
         n, c, h, w = x.shape
@@ -191,10 +283,11 @@ class Augment(nn.Module):
         if self.crop or self.padding:
             top = self._offsets(n, hp - ch + 1, generator, device)
             left = self._offsets(n, wp - cw + 1, generator, device)
-            start = top.mul_(wp).add_(left)
         else:
-            start = torch.zeros(n, dtype=torch.long, device=device)
+            top = left = torch.zeros(n, dtype=torch.long, device=device)
+        start = top * wp + left
         base, flipped = self._grids(ch, cw, wp, device)
+        flip = None
         if self.flip:
             flip = _rand(n, generator, device) < 0.5
             index = torch.where(flip[:, None], flipped, base)
@@ -202,6 +295,18 @@ class Augment(nn.Module):
             index = base.expand(n, -1)
         index = index + start[:, None]
         out = xp.reshape(n, c, hp * wp).gather(2, index.view(n, 1, ch * cw).expand(n, c, ch * cw))
+        for name, t in (targets or {}).items():
+            kind = TARGET_KINDS[name]
+            if kind in ("class map", "instance masks"):
+                m = t[:, None] if kind == "class map" else t
+                k = m.shape[1]
+                mp = self._pad(m.to(torch.uint8), IGNORE_INDEX if kind == "class map" else 0)
+                moved = mp.reshape(n, k, hp * wp).gather(2, index.view(n, 1, ch * cw).expand(n, k, ch * cw))
+                moved = moved.view(n, k, ch, cw).to(t.dtype)
+                targets[name] = moved[:, 0] if kind == "class map" else moved
+        if targets:
+            shift = torch.stack([left, top], 1) - self.padding
+            self._move_boxes(targets, shift, flip, (ch, cw))
         return out.view(n, c, ch, cw)
 
     def _flip_only(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -307,6 +307,7 @@ def choose_step_format(
     dist: dist_utils.DistInfo,
     device: torch.device,
     criterion: nn.Module | None,
+    measure: bool = True,
 ) -> tuple[StepFormat, str]:
     """Precision and memory format of the training step, and how they were chosen (for the log and report).
 
@@ -318,6 +319,7 @@ def choose_step_format(
         dist: This process's place in the run; rank 0 measures and tells the others.
         device: The training device.
         criterion: The loss the network is timed with (see `Task.criterion`).
+        measure: Whether a timed classification step may choose the format (`Task.measures_step_format`).
     """
     left_open = config.amp == "auto" or config.channels_last is None
     if saved is not None and "step_format" in saved:
@@ -326,14 +328,17 @@ def choose_step_format(
     if config.deterministic or saved is not None:
         # A deterministic run must not depend on a timing; a checkpoint without a recorded format predates
         # the automatic choice, whose defaults were float32 and contiguous.
-        fmt = StepFormat("off" if config.amp == "auto" else config.amp, bool(config.channels_last))
+        fmt = StepFormat("off" if config.amp == "auto" else config.amp, bool(config.channels_last) and measure is False)
         if not left_open:
             return fmt, fmt.label
         return fmt, fmt.label + (" (as the run began)" if config.resume else " (deterministic mode measures nothing)")
-    if data.train_set.images.dim() != 4:
-        # Feature vectors: a linear layer or two, nothing to gain from a format worth measuring.
-        fmt = StepFormat("off" if config.amp == "auto" else config.amp, False)
-        return fmt, fmt.label + (" (feature vectors: nothing measured)" if left_open else "")
+    features = data.train_set.images.dim() != 4
+    if features or not measure:
+        # Feature vectors: a linear layer or two, nothing to gain from a format worth measuring. A network with
+        # dense or box targets cannot be timed on class labels: float32, unless the config says otherwise.
+        fmt = StepFormat("off" if config.amp == "auto" else config.amp, bool(config.channels_last) and not features)
+        why = "feature vectors" if features else "the task's step is not timed"
+        return fmt, fmt.label + (f" ({why}: nothing measured)" if left_open else "")
     candidates = candidate_formats(device, amp=config.amp, channels_last=config.channels_last)
     if len(candidates) == 1:
         return candidates[0], candidates[0].label

@@ -2,11 +2,13 @@
 
 The `Trainer` runs one loop for every task: it feeds batches, steps the optimiser, checkpoints and writes the run
 folder. A `Task` says what differs: how a batch becomes a loss, which metrics an epoch reports for training and
-evaluation, and which evaluation metric picks ``best.pt``. `ClassificationTask` is the default.
+evaluation, and which evaluation metric picks ``best.pt``. `ClassificationTask` is the default; `task_for` gives
+the task of a registered network's card (segmentation and detection register theirs with `register_task`).
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +19,17 @@ import torch.nn as nn
 
 from convzoo.models.base import classification_loss, main_logits
 
-__all__ = ["Batch", "ClassificationTask", "Curve", "Metrics", "StepOutput", "SumMetrics", "Task"]
+__all__ = [
+    "Batch",
+    "ClassificationTask",
+    "Curve",
+    "Metrics",
+    "StepOutput",
+    "SumMetrics",
+    "Task",
+    "register_task",
+    "task_for",
+]
 
 Batch = tuple[torch.Tensor, Any]
 """What a loader yields: images first, then the targets in whatever form the task reads them."""
@@ -124,12 +136,18 @@ class Task(ABC):
         curves: The panels of ``curves.png``.
         criterion: A loss of (logits, class labels) the network is timed with when the step format is measured;
             None times it with cross-entropy, which serves any network whose speed lies in its layers.
+        extras: Per-image extras of the data set (``ArrayDataset.extras``) that the batches must carry after the
+            labels, e.g. ``("masks",)`` for segmentation.
+        measures_step_format: Whether the training step's precision and memory format may be chosen by timing a
+            classification step; a task whose network takes other targets trains in float32 unless told otherwise.
     """
 
     best_metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
     curves: ClassVar[tuple[Curve, ...]] = (Curve("loss", "loss", "loss"),)
     criterion: nn.Module | None = None
+    extras: ClassVar[tuple[str, ...]] = ()
+    measures_step_format: ClassVar[bool] = True
 
     @abstractmethod
     def train_step(self, model: nn.Module, batch: Batch) -> StepOutput:
@@ -290,3 +308,34 @@ class ClassificationTask(Task):
             ("best test accuracy", f"{best:.2f}%"),
             ("final training error", f"{last['train_err']:.2f}%"),
         ]
+
+
+TaskFactory = Callable[..., Task]
+"""Builds a task: called with ``label_smoothing`` (the recipe's) and ``num_classes`` (the data's)."""
+
+_TASKS: dict[str, TaskFactory] = {"classification": ClassificationTask}
+
+
+def register_task(kind: str, factory: TaskFactory) -> None:
+    """Make ``factory`` the training task of the networks whose model card says ``task=kind``.
+
+    Raises:
+        ValueError: ``kind`` already has a task.
+    """
+    if kind in _TASKS:
+        raise ValueError(f"the {kind!r} task is already registered")
+    _TASKS[kind] = factory
+
+
+def task_for(model: str, *, label_smoothing: float = 0.0, num_classes: int | None = None) -> Task:
+    """The training task of the registered network ``model``, from its card's ``task``.
+
+    Raises:
+        KeyError: An unknown model name (with close matches).
+    """
+    from convzoo.registry import get_model_card
+
+    kind = get_model_card(model).task
+    if kind not in _TASKS:
+        importlib.import_module(f"convzoo.{kind}")  # the package registers its task when imported
+    return _TASKS[kind](label_smoothing=label_smoothing, num_classes=num_classes)

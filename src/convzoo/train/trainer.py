@@ -39,7 +39,7 @@ from convzoo.train.evaluation import evaluate, to_channels_last
 from convzoo.train.recipes import LearningRate
 from convzoo.train.results import EpochResult, RunResult, StepState, TrainingDiverged
 from convzoo.train.run_folder import RunFolder, TensorBoard
-from convzoo.train.tasks import Batch, ClassificationTask, Metrics, Task
+from convzoo.train.tasks import Batch, ClassificationTask, Metrics, Task, task_for
 from convzoo.train.tuning import autocast
 
 __all__ = ["EpochResult", "RunResult", "StepState", "Trainer", "TrainingDiverged", "train"]
@@ -86,7 +86,10 @@ class Trainer:
         self.stop_requested = False
         self.lr = 0.0
         self.recipe = build_recipe(config)
+        if task is None:
+            task = task_for(config.model, label_smoothing=self.recipe.label_smoothing) if model is None else None
         self.task = task or ClassificationTask(label_smoothing=self.recipe.label_smoothing)
+        extras = tuple(dict.fromkeys((*self.task.extras, *extras)))
         if config.image_size:
             size = config.image_size
         elif datasets is not None:
@@ -117,6 +120,7 @@ class Trainer:
                     dist=self.dist,
                     device=self.device,
                     criterion=self.task.criterion,
+                    measure=self.task.measures_step_format,
                 )
                 self.model = model.to(memory_format=torch.channels_last) if self.step_format.channels_last else model
                 self.ema = build_ema(self.model, config.ema)
