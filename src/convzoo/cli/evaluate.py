@@ -15,7 +15,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from convzoo.data import Augment, FastLoader, load_dataset
     from convzoo.inference import load_classifier
+    from convzoo.registry import list_models
     from convzoo.train import evaluate, load_checkpoint
+    from convzoo.train.tasks import task_for
 
     loaded = load_classifier(args.target, weights=args.weights)
     spec = loaded.preprocessing
@@ -46,14 +48,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"({', '.join(loaded.classes[:10])}{', ...' if len(loaded.classes) > 10 else ''})"
         )
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    # The checkpoint's network says what it does (classification, segmentation, detection): its task measures it.
+    task = task_for(saved["model"]) if saved.get("model") in list_models(task=None) else None
     loader = FastLoader(
         test,
         batch_size=args.batch_size,
         shuffle=False,
         augment=Augment(mean=tuple(spec.mean), std=tuple(spec.std), out_size=spec.crop_size),
         device=device,
+        extras=task.extras if task is not None else (),
     )
-    result = evaluate(loaded.model.to(device), loader, device=device)
+    result = evaluate(loaded.model.to(device), loader, device=device, task=task)
+    if "top1" not in result:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, (int, float)) and k != "n")
+        print(f"{loaded.source}: {name} test set, {len(test)} images: {shown}")
+        return 0
     # Top-5 accuracy is 100% by construction when there are five classes or fewer.
     top5 = f", top-5 accuracy {result['top5']:.2f}%" if test.num_classes > 5 else ""
     print(

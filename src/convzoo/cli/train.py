@@ -146,6 +146,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.stopped_early:
         print(f"resume with: convzoo train --out {result.out} --resume")
         return 130
+    if result.test_top1 is None:  # another task: its own best metric
+        metric = trainer.task.best_metric
+        last = result.history[-1].get(f"test_{metric}") if result.history else None
+        final = f"test {metric} {last:.4g}, " if last is not None else ""
+        print(f"done in {result.seconds:.1f} s: {final}best {metric} {result.best:.4g}; run folder {result.out}")
+        return 0
     top5 = f" (top-5 {result.test_top5:.2f}%)" if result.test_top5 is not None and trainer.data.num_classes > 5 else ""
     print(
         f"done in {result.seconds:.1f} s: test accuracy {result.test_top1:.2f}%{top5}, "

@@ -11,33 +11,47 @@ from convzoo.cli._args import add_command, parse_input
 
 def _cmd_models(args: argparse.Namespace) -> int:
     import convzoo
-    from convzoo.analysis import model_costs
+    from convzoo.analysis import count_params, model_costs
 
-    names = convzoo.list_models(args.pattern or "*")
+    task = None if args.task == "all" else args.task
+    names = convzoo.list_models(args.pattern or "*", task=task)
     if not names:
-        print(f"no registered model matches {args.pattern!r}; try `convzoo models` for the full list", file=sys.stderr)
+        what = f" matches {args.pattern!r}" if args.pattern else ""
+        kind = f"{task} " if task else ""
+        print(f"no registered {kind}model{what}; try `convzoo models --task all` for the full list", file=sys.stderr)
         return 1
-    costs = model_costs(names)
+    classifiers = [n for n in names if convzoo.get_model_card(n).task == "classification"]
+    costs = model_costs(classifiers)
     rows = []
     for name in names:
         card = convzoo.get_model_card(name)
-        params, macs = costs[name]
-        rows.append((name, params, macs, card.input_size[-1], card.top1_accuracy(), card.paper.year, card.paper))
+        # Segmentation and detection networks: parameters only; their mult-adds depend on the image and, for a
+        # detector, on how many regions it keeps.
+        params, macs = costs[name] if name in costs else (count_params(name), None)
+        top1 = card.top1_accuracy() if card.task == "classification" else None
+        rows.append((name, params, macs, card.input_size[-1], top1, card.paper.year, card.paper, card.task))
     key = {"name": None, "params": 1, "macs": 2, "year": 5, "top1": 4}[args.sort]
     if key is not None:
         rows.sort(key=lambda r: (r[key] is None, r[key] or 0), reverse=args.reverse)
     elif args.reverse:
         rows.reverse()
-    header = f"{'model':<22} {'params':>13} {'mult-adds':>16} {'input':>5} {'top-1*':>6}  {'year':<4}  paper"
+    show_task = len({r[-1] for r in rows}) > 1 or rows[0][-1] != "classification"
+    task_col = f" {'task':<14}" if show_task else ""
+    header = f"{'model':<22}{task_col} {'params':>13} {'mult-adds':>16} {'input':>5} {'top-1*':>6}  {'year':<4}  paper"
     print(header)
     print("-" * len(header))
-    for name, params, macs, size, top1, year, paper in rows:
+    for name, params, macs, size, top1, year, paper, kind in rows:
         acc = f"{top1:.1f}" if top1 is not None else "-"
         first_author = paper.authors.split(",")[0].split()[-1]
+        task_cell = f" {kind:<14}" if show_task else ""
+        mult = f"{macs:>16,}" if macs is not None else f"{'-':>16}"
         print(
-            f"{name:<22} {params:>13,} {macs:>16,} {size:>5} {acc:>6}  {year:<4}  {first_author} et al., {paper.title}"
+            f"{name:<22}{task_cell} {params:>13,} {mult} {size:>5} {acc:>6}  {year:<4}  "
+            f"{first_author} et al., {paper.title}"
         )
     print(f"{len(rows)} models. *top-1 accuracy reported in the paper on its data set (see `convzoo info NAME`).")
+    if task == "classification":
+        print("Segmentation and detection networks: `convzoo models --task segmentation`, `--task detection`, `all`.")
     return 0
 
 
@@ -154,9 +168,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         convzoo models
         convzoo models 'resnext*' --sort macs --reverse
         convzoo models 'wrn*' --sort top1
+        convzoo models --task segmentation
         """,
     )
     p.add_argument("pattern", nargs="?", help="shell-style pattern of names, e.g. 'resnet*' (default: all)")
+    p.add_argument(
+        "--task",
+        choices=["classification", "segmentation", "detection", "all"],
+        default="classification",
+        help="which networks: the classifiers (default), those built on them for segmentation or detection, or all",
+    )
     p.add_argument(
         "--sort", choices=["name", "params", "macs", "year", "top1"], default="name", help="order of the rows"
     )
