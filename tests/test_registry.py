@@ -115,3 +115,9 @@ def test_cards_name_their_task_and_list_models_filters_by_it():
     assert isinstance(task_for("resnet20", label_smoothing=0.1), ClassificationTask)
     with pytest.raises(ValueError, match="already registered"):
         register_task("classification", ClassificationTask)
+
+
+def test_features_only_names_what_it_applies_to():
+    name = list_models(task="segmentation")[0]
+    with pytest.raises(TypeError, match="segmentation network; features_only=True applies to the classifiers"):
+        convzoo.create_model(name, features_only=True)

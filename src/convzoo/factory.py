@@ -69,6 +69,11 @@ def create_model(
         raise ValueError(f"{name}: num_classes must be a non-negative int; got {num_classes!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"{name}: in_chans must be a positive int; got {in_chans!r}")
+    if features_only and card.task != "classification":
+        raise TypeError(
+            f"{name} is a {card.task} network; features_only=True applies to the classifiers it can be built on "
+            f"(pass one of them as its backbone)"
+        )
     if out_indices is not None and not features_only:
         raise TypeError(f"{name}: out_indices only applies with features_only=True")
     model = get_builder(name)(num_classes=num_classes, in_chans=in_chans, **arch_overrides)

@@ -6,7 +6,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from convzoo.cli import distill, evaluate, experiment, export, probe, texture, train, transfer, viz, weights, zoo
+from convzoo.cli import (
+    detect,
+    distill,
+    evaluate,
+    experiment,
+    export,
+    probe,
+    segment,
+    texture,
+    train,
+    transfer,
+    viz,
+    weights,
+    zoo,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_parsers(sub)
     viz.add_parsers(sub)
     texture.add_parsers(sub)
+    segment.add_parsers(sub)
+    detect.add_parsers(sub)
     return parser
 
 

@@ -15,7 +15,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from convzoo.data import Augment, FastLoader, load_dataset
     from convzoo.inference import load_classifier
-    from convzoo.registry import list_models
+    from convzoo.registry import get_model_card, list_models
     from convzoo.train import evaluate, load_checkpoint
     from convzoo.train.tasks import task_for
 
@@ -41,6 +41,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         in_chans=spec.channels,
         seed=int(saved.get("seed", 0)) if same_data else 0,
         skip_corrupt=skip_corrupt,
+        task=get_model_card(saved["model"]).task if saved.get("model") in list_models(task=None) else None,
     )
     if test.num_classes != len(loaded.classes):
         raise ValueError(

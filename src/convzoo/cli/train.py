@@ -200,8 +200,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--data",
         default=s,
-        help="digits (default), shapes, cifar10, cifar100, mnist, fashion-mnist, svhn, stl10, "
-        "or a path (.npz file or image folder)",
+        help="digits (default), shapes, scenes (masks and boxes, for segmentation and detection), cifar10, "
+        "cifar100, mnist, fashion-mnist, svhn, stl10, or a path (.npz file, image folder; for segmentation and "
+        "detection networks a Pascal VOC, COCO or image/mask folder)",
     )
     run.add_argument(
         "--data-root",

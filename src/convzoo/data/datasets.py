@@ -9,6 +9,7 @@ generated shapes (`convzoo.data.shapes`) and the generated scenes of several sha
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from convzoo.data.arrays import DEFAULT_TEST_FRACTION, ArrayDataset, convert_channels, resize_images
@@ -20,6 +21,27 @@ from convzoo.data.shapes import make_shapes
 EMBEDDED_DATASETS = ("digits", "shapes", "scenes")
 GENERATED = {"shapes": (make_shapes, 32, 5000, 1000), "scenes": (make_scenes, 64, 2000, 500)}
 """The generated sets: drawing function, default image size and default numbers of training and test images."""
+
+
+FolderReader = Callable[..., tuple[ArrayDataset, ArrayDataset]]
+_FOLDER_READERS: dict[str, tuple[Callable[[Path], bool], FolderReader]] = {}
+
+
+def register_folder_reader(task: str, recognises: Callable[[Path], bool], load: FolderReader) -> None:
+    """Let `load_dataset` read folders of another task's layout (Pascal VOC, COCO, image/mask pairs).
+
+    Args:
+        task: The task whose targets the layout holds (``"segmentation"``, ``"detection"``).
+        recognises: Whether a folder has the layout.
+        load: Called as ``load(path, image_size=..., test_fraction=...)``; returns (train, test) splits with the
+            targets as extras.
+
+    Raises:
+        ValueError: The task has a reader already.
+    """
+    if task in _FOLDER_READERS:
+        raise ValueError(f"the {task!r} task has a folder reader already")
+    _FOLDER_READERS[task] = (recognises, load)
 
 
 def dataset_names() -> list[str]:
@@ -46,6 +68,7 @@ def load_dataset(
     test_fraction: float = DEFAULT_TEST_FRACTION,
     n_train: int | None = None,
     n_test: int | None = None,
+    task: str | None = None,
 ) -> tuple[ArrayDataset, ArrayDataset]:
     """Load a data set into memory as (train, test) splits.
 
@@ -66,6 +89,9 @@ def load_dataset(
         test_fraction: Share of the images held out as the test split where a set comes without one.
         n_train: Number of training images of a generated set (default: 5,000 shapes, 2,000 scenes).
         n_test: Number of test images of a generated set (default: 1,000 shapes, 500 scenes).
+        task: The task the data is for (a registered network's ``task``): a folder is read with that task's
+            reader (Pascal VOC holds both segmentation masks and detection boxes). None: a folder of a layout a
+            segmentation or detection reader recognises is read with it, any other folder as class folders.
 
     Returns:
         The training and test splits.
@@ -94,6 +120,8 @@ def load_dataset(
         path = Path(text).expanduser()
         if path.suffix.lower() == ".npz" or (path.is_dir() and (path / "train.npz").is_file()):
             train, test = load_npz(path, test_fraction=test_fraction)
+        elif path.is_dir() and (reader := _folder_reader(path, task)) is not None:
+            train, test = reader(path, image_size=image_size, test_fraction=test_fraction)
         elif path.is_dir():
             train, test = load_image_folder(
                 path, image_size=image_size, skip_corrupt=skip_corrupt, test_fraction=test_fraction
@@ -108,6 +136,12 @@ def load_dataset(
                 f"or give a path to an .npz file or an image folder"
             )
     return _adapt(train, in_chans, image_size), _adapt(test, in_chans, image_size)
+
+
+def _folder_reader(path: Path, task: str | None) -> FolderReader | None:
+    if task is not None:
+        return _FOLDER_READERS[task][1] if task in _FOLDER_READERS else None
+    return next((load for recognises, load in _FOLDER_READERS.values() if recognises(path)), None)
 
 
 def _adapt(ds: ArrayDataset, in_chans: int | None, image_size: int | None) -> ArrayDataset:

@@ -116,6 +116,8 @@ def load_run_data(
     *,
     datasets: tuple[Any, Any] | None = None,
     extras: tuple[str, ...] = (),
+    task: str | None = None,
+    prepare: Callable[[Any], Any] | None = None,
 ) -> RunData:
     """Load the data sets and build the loaders of this process.
 
@@ -128,6 +130,8 @@ def load_run_data(
         datasets: (train, test) splits prepared by the caller, `ArrayDataset` images or `FeatureSet` vectors, in
             place of loading ``config.data`` (which then only names them).
         extras: Per-image tensors of the splits' ``extras`` that the loaders yield after the labels.
+        task: What the network does (its model card's ``task``), which decides how a data folder is read.
+        prepare: Applied to each split before the loaders are built (`Task.prepare_data`).
 
     Raises:
         ValueError: The batch does not divide over the processes, or the training set holds less than one batch.
@@ -136,12 +140,19 @@ def load_run_data(
 
     if datasets is None:
         train_set, test_set = load_dataset(
-            config.data, root=config.data_root, image_size=size, seed=config.seed, skip_corrupt=config.skip_corrupt
+            config.data,
+            root=config.data_root,
+            image_size=size,
+            seed=config.seed,
+            skip_corrupt=config.skip_corrupt,
+            task=task,
         )
     else:
         train_set, test_set = datasets
     if config.classes:
         train_set, test_set = train_set.select_classes(config.classes), test_set.select_classes(config.classes)
+    if prepare is not None:
+        train_set, test_set = prepare(train_set), prepare(test_set)
     features = isinstance(train_set, FeatureSet)
     mean, std = ((), ()) if features else train_set.mean_std()
     if recipe.batch_size % dist.world_size:

@@ -61,6 +61,8 @@ def plot_curves(
     for ax, curve in zip(axes[0], curves):
         ylabel = curve.ylabel
         for split, name in (("train", "training"), ("test", "test")):
+            if not all(f"{split}_{curve.key}" in h for h in history):
+                continue  # a metric measured on one split only, e.g. a detector's mAP on the test set
             values = [h[f"{split}_{curve.key}"] for h in history]
             if curve.log:
                 # A log axis keeps the late, small errors readable, but it has no place for 0: a perfect epoch is

@@ -9,6 +9,7 @@ the task of a registered network's card (segmentation and detection register the
 from __future__ import annotations
 
 import importlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,6 +182,11 @@ class Task(ABC):
         for child in model.children():
             self.keep_frozen(child)
 
+    def prepare_data(self, dataset: Any) -> Any:
+        """The split ``dataset`` with whatever the task adds to it before training (e.g. region proposals of a
+        detector without a proposal network); by default the split itself."""
+        return dataset
+
     def lr_scale(self, name: str) -> float:
         """The factor of the recipe's learning rate for the parameter ``name`` (a name in ``model.named_parameters``);
         1 by default. Fine-tuning gives the pretrained backbone a lower rate than the new head."""
@@ -311,7 +317,8 @@ class ClassificationTask(Task):
 
 
 TaskFactory = Callable[..., Task]
-"""Builds a task: called with ``label_smoothing`` (the recipe's) and ``num_classes`` (the data's)."""
+"""Builds a task: called with ``label_smoothing`` (the recipe's) and ``num_classes`` (the data's), and with
+``model`` (the registered name) when it has a parameter of that name."""
 
 _TASKS: dict[str, TaskFactory] = {"classification": ClassificationTask}
 
@@ -338,4 +345,7 @@ def task_for(model: str, *, label_smoothing: float = 0.0, num_classes: int | Non
     kind = get_model_card(model).task
     if kind not in _TASKS:
         importlib.import_module(f"convzoo.{kind}")  # the package registers its task when imported
-    return _TASKS[kind](label_smoothing=label_smoothing, num_classes=num_classes)
+    factory = _TASKS[kind]
+    # A factory that takes the model's name may fit the task to it (a detector's extra inputs).
+    named = {"model": model} if "model" in inspect.signature(factory).parameters else {}
+    return factory(label_smoothing=label_smoothing, num_classes=num_classes, **named)

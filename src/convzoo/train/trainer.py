@@ -103,11 +103,23 @@ class Trainer:
             check_device(config, self.device)
             with process_switches(config):
                 torch.manual_seed(config.seed)
+                kind = get_model_card(config.model).task if model is None and datasets is None else None
                 self.data = load_run_data(
-                    config, self.recipe, size, self.dist, self.device, datasets=datasets, extras=extras
+                    config,
+                    self.recipe,
+                    size,
+                    self.dist,
+                    self.device,
+                    datasets=datasets,
+                    extras=extras,
+                    task=kind,
+                    prepare=self.task.prepare_data,
                 )
-                if isinstance(self.task, ClassificationTask) and self.task.num_classes is None:
-                    self.task.num_classes = self.data.num_classes  # decides whether the log shows top-5
+                # Tell the task what the data holds: whether the log shows top-5, how the report names classes.
+                if getattr(self.task, "num_classes", 0) is None:
+                    self.task.num_classes = self.data.num_classes
+                if getattr(self.task, "classes", 0) is None:
+                    self.task.classes = list(self.data.train_set.classes)
                 if model is None:
                     model = build_model(config, self.data, self.dist, self.device)
                 else:
