@@ -101,3 +101,14 @@ def test_draw_detections_draws_boxes_and_masks():
     assert drawn[:, 42:58, 42:58].sum() == 0  # the one below the threshold is not drawn
     with pytest.raises(ValueError, match="uint8"):
         draw_detections(image.float(), found, CLASSES)
+
+
+@pytest.mark.slow  # 50 s: 500 test images evaluated twice; test_one_epoch_through_the_engine covers the same steps
+def test_train_then_eval_a_registered_detector_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "frcnn"
+    args = ["train", "faster_rcnn", "--data", "scenes", "--image-size", "64", "--iterations", "2"]
+    assert main([*args, "--batch-size", "8", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    assert "best map" in capsys.readouterr().out
+    assert main(["eval", str(out / "best.pt")]) == 0
+    shown = capsys.readouterr().out
+    assert "scenes test set, 500 images" in shown and "map" in shown and "ap50" in shown

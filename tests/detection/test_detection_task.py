@@ -99,3 +99,26 @@ def test_one_epoch_through_the_engine(tmp_path):
     model, info = load_trained(tmp_path / "run" / "last.pt")
     assert type(model).__name__ == "FasterRCNN" and list(info["image_size"])[-1] == 64
     assert set(model(test.images[:1].float() / 255)[0]) == {"boxes", "labels", "scores"}
+
+
+def test_fast_rcnn_trains_from_the_engine_with_proposals_it_computes(tmp_path):
+    from convzoo.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    train, test = make_scenes(8, image_size=64, seed=2), make_scenes(4, image_size=64, seed=2, split="test")
+    config = TrainConfig(
+        model="fast_rcnn",
+        data="scenes",
+        image_size=64,
+        recipe_overrides={"epochs": 1, "batch_size": 4, "lr": 0.01},
+        out=str(tmp_path / "run"),
+        progress=False,
+        device="cpu",
+        amp="off",
+    )
+    trainer = Trainer(config, datasets=(train, test))
+    assert trainer.task.extras == ("boxes", "box_labels", "proposals")  # the task fitted itself to the model
+    proposals = trainer.data.train_set.extras["proposals"]
+    assert proposals.shape[0] == 8 and (proposals.abs().sum(-1) > 0).sum(1).min() >= 10
+    row = trainer.run().history[-1]
+    assert math.isfinite(row["train_loss"]) and 0 <= row["test_map"] <= 1

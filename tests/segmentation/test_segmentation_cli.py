@@ -125,3 +125,18 @@ def test_palette_overlay_and_shares():
     assert grey.shape == (2, 2, 3) and grey[0, 1].tolist() == [114, 50, 50]
     with pytest.raises(ValueError, match="same size"):
         overlay(image, mask[:1], alpha=0.5)
+
+
+def test_a_registered_network_from_train_to_eval_to_segment(tmp_path, capsys):
+    out = tmp_path / "unet"
+    args = ["train", "unet_small", "--data", "scenes", "--image-size", "32", "--arch", "width=4"]
+    args += ["--iterations", "3", "--batch-size", "16", "--out", str(out), "--no-progress", "--device", "cpu"]
+    assert main(args) == 0
+    assert "best miou" in capsys.readouterr().out
+    assert main(["eval", str(out / "best.pt")]) == 0
+    shown = capsys.readouterr().out
+    assert "scenes test set, 500 images" in shown and "miou" in shown and "pixel_acc" in shown
+    image = tmp_path / "scene.png"
+    Image.fromarray(load_dataset("scenes", n_train=1, n_test=1)[0].images[0].permute(1, 2, 0).numpy()).save(image)
+    assert main(["segment", str(out / "best.pt"), str(image), "--out", str(tmp_path / "seg")]) == 0
+    assert (tmp_path / "seg" / "scene.segment.png").is_file()

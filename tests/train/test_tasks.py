@@ -224,3 +224,12 @@ def test_the_direction_and_the_default_reporting_of_a_task():
         ("final test mae", "1.5"),
         ("best test mae", "1.25"),
     ]
+
+
+def test_a_curve_measured_on_the_test_set_only_is_drawn(tmp_path):
+    from convzoo.train.run_folder import plot_curves
+
+    history = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.2 / e, "test_map": 0.1 * e} for e in (1, 2, 3)]
+    curves = (Curve("loss", "loss", "loss"), Curve("map", "mAP", "mAP"))
+    plot_curves(history, tmp_path / "curves.png", curves=curves)
+    assert (tmp_path / "curves.png").stat().st_size > 1000
