@@ -53,6 +53,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """A number in [0, 1] (a score threshold, an opacity)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1]; got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1]; got {text!r}")
+    return value
+
+
 def describe_type(annotation: Any) -> str:
     """How a value of this type is written on the command line, e.g. ``comma-separated integers``."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)

@@ -5,17 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from convzoo.cli._args import add_command
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1]; got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1]; got {text!r}")
-    return value
+from convzoo.cli._args import add_command, probability
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -65,7 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="detections", help="folder of the drawn PNGs (default: detections)")
     p.add_argument(
         "--score-threshold",
-        type=_probability,
+        type=probability,
         default=0.5,
         help="print and draw the detections scoring at least this (default: 0.5)",
     )

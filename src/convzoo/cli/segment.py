@@ -5,17 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from convzoo.cli._args import add_command
-
-
-def _alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1]; got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1]; got {text!r}")
-    return value
+from convzoo.cli._args import add_command, probability
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--out", default="segments", help="folder of the PNGs (default: %(default)s)")
     p.add_argument(
-        "--alpha", type=_alpha, default=0.5, help="opacity of the colours over the image (default: %(default)s)"
+        "--alpha", type=probability, default=0.5, help="opacity of the colours over the image (default: %(default)s)"
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.set_defaults(func=_cmd_segment)
