@@ -140,3 +140,15 @@ def test_a_registered_network_from_train_to_eval_to_segment(tmp_path, capsys):
     Image.fromarray(load_dataset("scenes", n_train=1, n_test=1)[0].images[0].permute(1, 2, 0).numpy()).save(image)
     assert main(["segment", str(out / "best.pt"), str(image), "--out", str(tmp_path / "seg")]) == 0
     assert (tmp_path / "seg" / "scene.segment.png").is_file()
+
+
+def test_models_and_info_show_the_segmentation_and_detection_networks(capsys):
+    assert main(["models", "--task", "segmentation"]) == 0
+    shown = capsys.readouterr().out
+    assert "fcn8s" in shown and "134,489,759" in shown and "unet_original" in shown and "resnet20" not in shown
+    assert main(["models", "*rcnn*", "--task", "all"]) == 0
+    assert "mask_rcnn" in capsys.readouterr().out
+    assert main(["models", "fcn*"]) == 1  # the classifiers by default
+    assert "--task all" in capsys.readouterr().err
+    assert main(["info", "unet_original"]) == 0
+    assert "task:       segmentation" in capsys.readouterr().out

@@ -49,7 +49,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
             f"{name:<22}{task_cell} {params:>13,} {mult} {size:>5} {acc:>6}  {year:<4}  "
             f"{first_author} et al., {paper.title}"
         )
-    print(f"{len(rows)} models. *top-1 accuracy reported in the paper on its data set (see `convzoo info NAME`).")
+    note = " *top-1 accuracy reported in the paper on its data set (see `convzoo info NAME`)." if classifiers else ""
+    print(f"{len(rows)} models.{note}")
     if task == "classification":
         print("Segmentation and detection networks: `convzoo models --task segmentation`, `--task detection`, `all`.")
     return 0
@@ -140,7 +141,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if card.paper.url:
         print(f"  url:        {card.paper.url}")
     print(f"  input:      {'x'.join(map(str, card.input_size))}, mean {card.mean}, std {card.std}")
-    print(f"  classes:    {card.num_classes}")
+    print(f"  classes:    {card.num_classes}" + (" (the background included)" if card.task == "detection" else ""))
+    if card.task != "classification":
+        print(f"  task:       {card.task} (convzoo train trains it with the {card.task} task)")
     for result in card.reported or ():
         print(f"  reported:   {result}")
     if not card.reported:
