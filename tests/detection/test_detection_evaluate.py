@@ -219,3 +219,41 @@ def test_a_match_in_range_beats_a_better_one_out_of_range():
     stats, _ = _pycocotools(preds, targets, 2, "bbox")
     assert out["ap_small"] == pytest.approx(stats[3], abs=1e-3) and out["ap_small"] == pytest.approx(0.7, abs=1e-3)
     assert out["ap_medium"] == pytest.approx(stats[4], abs=1e-3)
+
+
+def _shard_worker(rank: int, world: int, port: int, preds: list, targets: list, out: dict) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    evaluator = DetectionEvaluator(5)
+    evaluator.update(preds[rank::world], targets[rank::world])
+    evaluator.gather()
+    evaluator.gather()  # a second call adds nothing
+    out[rank] = (evaluator.n_images, evaluator.compute()["map"])
+    dist.destroy_process_group()
+
+
+def test_shards_merge_to_the_whole_set_in_process_and_across_processes():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    preds, targets = _dataset(seed=3, n=9)
+    whole = DetectionEvaluator(5)
+    whole.update(preds, targets)
+    expected = whole.compute()["map"]
+    first, second = DetectionEvaluator(5), DetectionEvaluator(5)
+    first.update(preds[:4], targets[:4])
+    second.update(preds[4:], targets[4:])
+    assert first.compute()["map"] != pytest.approx(expected)  # one shard alone is not the set
+    first.merge([second])
+    assert first.n_images == 9 and first.compute()["map"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="settings differ"):
+        first.merge([DetectionEvaluator(5, iou_type="segm")])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_shard_worker, args=(2, port, preds, targets, out), nprocs=2)
+    assert {rank: n for rank, (n, _) in out.items()} == {0: 9, 1: 9}
+    assert all(value == pytest.approx(expected) for _, value in out.values())

@@ -18,6 +18,7 @@ with no "+1" (as pycocotools, unlike the original VOC code).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,12 +78,14 @@ class _Matches:
         ignored: (A, T, D) whether it counts neither way (matched an out-of-range object, or unmatched and itself
             out of range).
         num_gt: (A,) ground-truth objects in each area range.
+        image: The image's place in the test set, which orders tied scores as pycocotools does.
     """
 
     scores: np.ndarray
     matched: np.ndarray
     ignored: np.ndarray
     num_gt: np.ndarray
+    image: int = 0
 
 
 def _greedy_match(ious: np.ndarray, gt_ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +189,7 @@ class DetectionEvaluator:
         """Forget every image seen so far."""
         self.n_images = 0
         self._matches: list[list[_Matches]] = [[] for _ in range(self.num_classes)]
+        self._gathered = False
 
     def update(self, preds: Sequence[dict[str, Any]], targets: Sequence[dict[str, Any]]) -> None:
         """Account for a batch of images: ``preds[i]`` are the detections in the image of ``targets[i]``.
@@ -199,6 +203,45 @@ class DetectionEvaluator:
         for pred, target in zip(preds, targets):
             self._update_image(pred, target, self.n_images)
             self.n_images += 1
+
+    def merge(self, others: Sequence[DetectionEvaluator]) -> None:
+        """Add the images ``others`` have seen (other shards of the same test set), as if this one had seen them
+        after its own (in the order of ``others``)."""
+        for other in others:
+            if (other.num_classes, other.iou_type, other.max_detections) != (
+                self.num_classes,
+                self.iou_type,
+                self.max_detections,
+            ):
+                raise ValueError(f"cannot merge {other!r} into {self!r}: their settings differ")
+            for c in range(self.num_classes):
+                self._matches[c] += [dataclasses.replace(m, image=m.image + self.n_images) for m in other._matches[c]]
+            self.n_images += other.n_images
+
+    def gather(self) -> None:
+        """In a distributed evaluation (torch.distributed initialised, several processes, each evaluating every
+        world-size-th image from its rank on, as the engine's test loaders do), add every other process's images,
+        so that `compute` gives each process the metrics of the whole test set; else nothing. A second call adds
+        nothing.
+
+        COCO's precision is not a sum over images, so unlike the losses it cannot be reduced number by number: the
+        per-image matches travel instead (a few numbers per detection).
+        """
+        import torch.distributed as dist
+
+        if self._gathered or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        world = dist.get_world_size()
+        shards: list[Any] = [None] * world
+        dist.all_gather_object(shards, self)
+        # The engine's shards are interleaved (process r evaluates images r, r + world, ...): image j of process r is
+        # image j * world + r of the set.
+        merged = [[] for _ in range(self.num_classes)]
+        for r, shard in enumerate(shards):
+            for c in range(self.num_classes):
+                merged[c] += [dataclasses.replace(m, image=m.image * world + r) for m in shard._matches[c]]
+        self._matches, self.n_images = merged, sum(shard.n_images for shard in shards)
+        self._gathered = True
 
     def _labels(self, x: Any, what: str) -> np.ndarray:
         labels = _as_numpy(x, np.int64).reshape(-1)
@@ -241,7 +284,9 @@ class DetectionEvaluator:
                 ious = _mask_iou(dt_masks[torch.as_tensor(dt)], gt_masks[torch.as_tensor(gt)])
             else:
                 ious = box_iou(dt_boxes[dt], gt_boxes[gt])
-            self._matches[c].append(_match_image_class(ious, dt_scores[dt], dt_area[dt], gt_area[gt]))
+            matches = _match_image_class(ious, dt_scores[dt], dt_area[dt], gt_area[gt])
+            matches.image = index
+            self._matches[c].append(matches)
 
     def precision(self) -> np.ndarray:
         """COCO's interpolated precision, (T=10 IoU thresholds, R=101 recall points, num_classes, A=4 area ranges);
@@ -249,7 +294,7 @@ class DetectionEvaluator:
         shape = (len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), self.num_classes, len(AREA_RANGES))
         out = np.full(shape, np.nan)
         for c in range(1, self.num_classes):
-            results = self._matches[c]
+            results = sorted(self._matches[c], key=lambda r: r.image)  # merged shards back in the set's order
             if not results:
                 continue
             scores = np.concatenate([r.scores for r in results])

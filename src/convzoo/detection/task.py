@@ -121,6 +121,7 @@ class _Detections(Metrics):
         if self.losses.images:
             out |= self.losses.compute(reduce)
         for kind, evaluator in self.evaluators.items():
+            evaluator.gather()  # a distributed run: every process's images, so all report the whole test set
             result = evaluator.compute()
             prefix = "" if kind == "box" else "mask_"
             out |= {f"{prefix}{k}": result[k] for k in ("map", "ap50", "ap75")}
